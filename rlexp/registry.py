@@ -1,0 +1,94 @@
+"""Name -> builder registries, one per config group.
+
+A config group file selects an entry with ``name:``; its other keys are the builder's keyword
+arguments. Users add entries from their own modules (listed under the top-level ``imports:``
+config key) without editing rlexp::
+
+    from rlexp.registry import losses
+
+    @losses.register("my_loss")
+    class MyLoss(LossModule): ...
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value that rlexp cannot use; the message names the valid choices."""
+
+
+class Registry:
+    """Maps names to builders (classes or functions) for one config group."""
+
+    def __init__(self, group: str):
+        self.group = group
+        self._builders: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str, builder: Callable[..., Any] | None = None):
+        """Register ``builder`` under ``name``; usable as a decorator when ``builder`` is omitted."""
+
+        def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if name in self._builders and self._builders[name] is not fn:
+                raise ConfigError(f"{self.group} '{name}' is already registered to {self._builders[name]!r}")
+            self._builders[name] = fn
+            return fn
+
+        return add if builder is None else add(builder)
+
+    def names(self) -> list[str]:
+        return sorted(self._builders)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._builders
+
+    def get(self, name: str) -> Callable[..., Any]:
+        if name not in self._builders:
+            raise ConfigError(
+                f"Unknown {self.group} '{name}'. Registered {self.group} entries: {', '.join(self.names())}. "
+                f"Register your own with rlexp.registry.{self.group}.register and list its module under `imports:`."
+            )
+        return self._builders[name]
+
+    def build(self, config: Mapping[str, Any], *args: Any, **extra: Any) -> Any:
+        """Build the entry ``config["name"]`` with the other config keys as keyword arguments.
+
+        ``args`` and ``extra`` are what the trainer supplies (networks, env specs); they are not
+        config keys, and a config key that the builder does not accept fails with the accepted ones.
+        """
+        config = dict(config)
+        if "name" not in config:
+            raise ConfigError(f"The {self.group} config has no `name:`; choose one of: {', '.join(self.names())}.")
+        name = config.pop("name")
+        builder = self.get(name)
+        check_kwargs(f"{self.group} '{name}'", builder, config, supplied=len(args), supplied_names=extra)
+        return builder(*args, **extra, **config)
+
+
+def check_kwargs(what: str, builder: Callable[..., Any], kwargs: Mapping[str, Any], *, supplied: int = 0,
+                 supplied_names: Mapping[str, Any] = ()) -> None:
+    """Raise ConfigError if ``builder`` does not take every key of ``kwargs`` by keyword."""
+    params = list(inspect.signature(builder).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    accepted = [
+        p.name for i, p in enumerate(params)
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and i >= supplied and p.name not in supplied_names
+    ]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise ConfigError(
+            f"{what} got unknown option(s) {', '.join(map(repr, unknown))}. "
+            f"Accepted options: {', '.join(accepted) or '(none)'}."
+        )
+
+
+envs = Registry("envs")
+policies = Registry("policies")
+losses = Registry("losses")
+value_estimators = Registry("value_estimators")
+replay_transforms = Registry("replay_transforms")
+loggers = Registry("loggers")
