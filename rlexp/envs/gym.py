@@ -1,0 +1,38 @@
+"""The ``gym`` entry of the env registry: any registered gymnasium id as a vectorised env."""
+
+from __future__ import annotations
+
+import difflib
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode
+
+from rlexp.envs.same_step import CartPoleSameStepReset
+from rlexp.envs.tensordict_env import TensorDictVectorEnv
+from rlexp.registry import ConfigError, envs
+
+
+@envs.register("gym")
+def make_gym_env(*, id: str, num_envs: int = 8, max_episode_steps: int | None = None,
+                 kwargs: dict | None = None) -> TensorDictVectorEnv:
+    """``num_envs`` copies of gymnasium env ``id``, numpy-vectorised where the env has such an entry point.
+
+    ``kwargs`` go to the env constructor. Environments always step on the CPU.
+    """
+    try:
+        spec = gym.spec(id)
+    except gym.error.Error as err:
+        close = difflib.get_close_matches(id, list(gym.registry), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigError(f"env.id={id!r} is not a registered gymnasium environment ({err}).{hint}") from None
+    if num_envs < 1:
+        raise ConfigError(f"env.num_envs must be >= 1, got {num_envs}.")
+    kwargs = dict(kwargs or {})
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    if spec.vector_entry_point == "gymnasium.envs.classic_control.cartpole:CartPoleVectorEnv":
+        env = CartPoleSameStepReset(gym.make_vec(id, num_envs, vectorization_mode="vector_entry_point", **kwargs))
+    else:
+        env = gym.make_vec(id, num_envs, vectorization_mode="sync",
+                           vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
+    return TensorDictVectorEnv(env)

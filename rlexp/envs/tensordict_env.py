@@ -1,0 +1,106 @@
+"""A gymnasium vector env that speaks tensordict in torchrl's layout.
+
+Each step yields a tensordict ``[num_envs]`` with root ``observation, action, done, terminated,
+truncated, is_init`` (plus whatever the policy wrote) and ``("next", observation | reward | done |
+terminated | truncated)``. ``("next", "observation")`` is always the observation the action led to,
+also when the episode ended: a truncated episode bootstraps from its true final observation, never
+from the first observation of the next episode, which only appears as the next root observation
+(with ``is_init`` set).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from tensordict import TensorDict
+
+from rlexp.registry import ConfigError
+
+
+class TensorDictVectorEnv:
+    """Wraps a same-step-autoreset ``gymnasium.vector.VectorEnv``; tensors live on the CPU."""
+
+    def __init__(self, env: VectorEnv):
+        if env.metadata.get("autoreset_mode") is not AutoresetMode.SAME_STEP:
+            raise ValueError(f"{env} must use same-step autoreset, got {env.metadata.get('autoreset_mode')}.")
+        obs_space, act_space = env.single_observation_space, env.single_action_space
+        if not isinstance(obs_space, spaces.Box):
+            raise ConfigError(f"Observation space {obs_space} is not supported: rlexp policies read Box observations.")
+        if not isinstance(act_space, (spaces.Discrete, spaces.Box)):
+            raise ConfigError(f"Action space {act_space} is not supported: use a Discrete or Box action space.")
+        self.env = env
+        self.num_envs = env.num_envs
+        self.observation_space, self.action_space = obs_space, act_space
+        self.discrete = isinstance(act_space, spaces.Discrete)
+        self._zeros = torch.zeros(self.num_envs, 1, dtype=torch.bool)
+        self._episode_return = np.zeros(self.num_envs)
+        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._finished: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def reset(self, seed: int | None = None) -> TensorDict:
+        obs, _ = self.env.reset(seed=seed)
+        self._episode_return[:] = 0
+        self._episode_length[:] = 0
+        return self._root(obs, is_init=~self._zeros)
+
+    def step_and_maybe_reset(self, td: TensorDict) -> tuple[TensorDict, TensorDict]:
+        """Step with ``td["action"]``; return ``td`` with its ``"next"`` entry and the next root td."""
+        obs, reward, terminated, truncated, info = self.env.step(self._env_action(td["action"]))
+        done = terminated | truncated
+        final_obs = obs
+        if done.any():
+            final_obs = obs.copy()
+            final_obs[done] = np.stack(info["final_obs"][done])
+        self._track_episodes(reward, done, truncated)
+        as_flag = lambda x: torch.from_numpy(x).unsqueeze(-1)  # noqa: E731
+        td["next"] = TensorDict(
+            {
+                "observation": torch.as_tensor(final_obs, dtype=torch.float32),
+                "reward": torch.as_tensor(reward, dtype=torch.float32).unsqueeze(-1),
+                "done": as_flag(done),
+                "terminated": as_flag(terminated),
+                "truncated": as_flag(truncated),
+            },
+            batch_size=[self.num_envs],
+        )
+        return td, self._root(obs, is_init=as_flag(done))
+
+    def pop_finished_episodes(self) -> dict[str, np.ndarray]:
+        """Return, length and truncation flag of every episode finished since the last call."""
+        parts = self._finished or [(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))]
+        self._finished = []
+        returns, lengths, truncated = (np.concatenate(x) for x in zip(*parts))
+        return {"return": returns, "length": lengths, "truncated": truncated}
+
+    def close(self) -> None:
+        self.env.close()
+
+    def _root(self, obs: np.ndarray, is_init: torch.Tensor) -> TensorDict:
+        return TensorDict(
+            {
+                "observation": torch.as_tensor(obs, dtype=torch.float32),
+                "done": self._zeros.clone(),
+                "terminated": self._zeros.clone(),
+                "truncated": self._zeros.clone(),
+                "is_init": is_init,
+            },
+            batch_size=[self.num_envs],
+        )
+
+    def _env_action(self, action: torch.Tensor) -> np.ndarray:
+        action = action.detach().cpu().numpy()
+        if self.discrete:
+            return action
+        # The policy's unbounded sample is stored; only the env sees it clipped to the bounds.
+        return np.clip(action, self.action_space.low, self.action_space.high)
+
+    def _track_episodes(self, reward: np.ndarray, done: np.ndarray, truncated: np.ndarray) -> None:
+        self._episode_return += reward
+        self._episode_length += 1
+        if done.any():
+            self._finished.append((self._episode_return[done].copy(), self._episode_length[done].copy(),
+                                   truncated[done].copy()))
+            self._episode_return[done] = 0
+            self._episode_length[done] = 0
