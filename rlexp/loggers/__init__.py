@@ -1,34 +1,36 @@
-"""Loggers: the ``logger`` config group. Every entry but ``none`` writes ``metrics.jsonl``."""
+"""Loggers: the ``logger`` config group. Every entry but ``none`` writes ``metrics.jsonl``.
+
+A builder takes the job's ``RunInfo`` plus its config keys and returns a ``Logger``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-from rlexp.loggers.base import METRICS_FILE, Logger, Loggers, MetricsFile
+from rlexp.loggers.base import METRICS_FILE, Logger, Loggers, MetricsFile, RunInfo
 from rlexp.loggers.csv_logger import CsvFile
 from rlexp.loggers.wandb_logger import WandbRun
 from rlexp.registry import loggers
 
-__all__ = ["METRICS_FILE", "Logger", "Loggers", "MetricsFile", "CsvFile", "WandbRun"]
+__all__ = ["METRICS_FILE", "Logger", "Loggers", "MetricsFile", "RunInfo", "CsvFile", "WandbRun"]
 
 
 @loggers.register("wandb")
-def wandb_logger(*, run_dir: Path, config: Mapping, name: str, group: str, project: str = "rlexp",
-                 entity: str | None = None, tags: Sequence[str] = (), mode: str | None = None) -> Logger:
-    """W&B run (``mode``: online | offline | disabled; unset = offline without an API key)."""
-    run = WandbRun(run_dir=run_dir, config=config, name=name, group=group, project=project,
-                   entity=entity, tags=tags, mode=mode)
-    return Loggers(MetricsFile(run_dir), run)
+def wandb_logger(run: RunInfo, *, project: str = "rlexp", entity: str | None = None, group: str | None = None,
+                 tags: Sequence[str] = (), mode: str | None = None) -> Logger:
+    """Metrics file plus a W&B run (``mode``: online | offline | disabled; unset: offline without an API key)."""
+    wandb_run = WandbRun(run_dir=run.dir, config=run.config, name=run.name, group=group or run.group,
+                         project=project, entity=entity, tags=tags, mode=mode)
+    return Loggers(MetricsFile(run.dir), wandb_run)
 
 
 @loggers.register("csv")
-def csv_logger(*, run_dir: Path, config: Mapping, name: str, group: str) -> Logger:
+def csv_logger(run: RunInfo) -> Logger:
     """Local files only: ``metrics.jsonl`` and the long-format ``metrics.csv``."""
-    return Loggers(MetricsFile(run_dir), CsvFile(run_dir))
+    return Loggers(MetricsFile(run.dir), CsvFile(run.dir))
 
 
 @loggers.register("none")
-def no_logger(*, run_dir: Path, config: Mapping, name: str, group: str) -> Logger:
+def no_logger(run: RunInfo) -> Logger:
     """Nothing is recorded (the progress bar still shows the run)."""
     return Logger()

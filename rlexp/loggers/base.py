@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What every logger builder receives about the job: output folder, flat config, name, group."""
+
+    dir: Path
+    config: Mapping[str, object]
+    name: str
+    group: str
 
 
 class Logger:

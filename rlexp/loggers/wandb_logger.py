@@ -15,12 +15,12 @@ MODES = ("online", "offline", "disabled")
 
 
 def api_key_configured() -> bool:
-    """True if W&B has an API key: ``WANDB_API_KEY`` or a netrc entry for the W&B host."""
+    """True if W&B has an API key: ``WANDB_API_KEY`` or a netrc entry (``$NETRC`` or ~/.netrc) for its host."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
 

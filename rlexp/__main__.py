@@ -1,0 +1,91 @@
+"""``python -m rlexp [overrides]``: compose the config with Hydra, train, log and checkpoint one job.
+
+Returns the final mean evaluation return, which Hydra sweepers (Optuna) maximise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from rlexp.registry import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+# conf/config.yaml adds experiments/ to Hydra's search path through this resolver, so presets
+# load as +experiment=<name> wherever the command is launched from.
+OmegaConf.register_new_resolver("rlexp_root", lambda: str(ROOT), replace=True)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        return run(cfg)
+    except ConfigError as err:
+        print(f"rlexp: configuration error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    import_user_modules(cfg.imports)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    from rlexp.loggers import RunInfo
+    from rlexp.registry import loggers
+    from rlexp.trainer import train
+
+    info = RunInfo(dir=run_dir, config=flat_config(cfg, hydra_cfg), name=run_name(cfg, hydra_cfg),
+                   group=run_group(cfg, hydra_cfg))
+    result = train(cfg, run_dir, make_logger=lambda: loggers.build(cfg.logger, info))
+    return result["eval/episode_return"]
+
+
+def import_user_modules(modules: list[str]) -> None:
+    """Import the modules listed under ``imports:`` so their registry entries exist."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            raise ConfigError(f"imports: cannot import {module!r} ({err}). List importable module paths, "
+                              "e.g. imports: [my_package.my_losses], with the package on PYTHONPATH.") from None
+
+
+def run_name(cfg: DictConfig, hydra_cfg: DictConfig) -> str:
+    """The job's command-line overrides, e.g. ``loss=grpo,seed=1``; the experiment name without any."""
+    return ",".join(hydra_cfg.overrides.task) or cfg.experiment
+
+
+def run_group(cfg: DictConfig, hydra_cfg: DictConfig) -> str:
+    """The experiment name, plus the sweep folder's time stamp under ``-m`` so each sweep is one group."""
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return f"{cfg.experiment}-{Path(hydra_cfg.sweep.dir).name}"
+    return cfg.experiment
+
+
+def flat_config(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, object]:
+    """The resolved config with dotted keys (filterable in W&B's run table) plus the job's Hydra facts."""
+    flat: dict[str, object] = {}
+
+    def visit(node: object, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                visit(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    visit(OmegaConf.to_container(cfg, resolve=True), "")
+    flat["hydra/overrides"] = list(hydra_cfg.overrides.task)
+    flat["hydra/job_num"] = hydra_cfg.job.get("num")
+    flat["hydra/output_dir"] = hydra_cfg.runtime.output_dir
+    return flat
+
+
+if __name__ == "__main__":
+    main()

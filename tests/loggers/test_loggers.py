@@ -1,0 +1,46 @@
+import csv
+import json
+
+import pytest
+
+from rlexp.loggers import RunInfo
+from rlexp.loggers.wandb_logger import resolve_mode
+from rlexp.registry import ConfigError, loggers
+
+
+def run_info(tmp_path):
+    return RunInfo(dir=tmp_path, config={"seed": 0}, name="seed=0", group="default")
+
+
+def test_csv_logger_writes_json_lines_and_long_csv(tmp_path):
+    with loggers.build({"name": "csv"}, run_info(tmp_path)) as logger:
+        logger.log({"loss_objective": 0.5, "train/fps": 100.0}, step=64)
+        logger.log({"eval/episode_return": 20.0}, step=128)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records == [{"frames": 64, "loss_objective": 0.5, "train/fps": 100.0},
+                       {"frames": 128, "eval/episode_return": 20.0}]
+    rows = list(csv.reader((tmp_path / "metrics.csv").open()))
+    assert rows == [["frames", "metric", "value"], ["64", "loss_objective", "0.5"], ["64", "train/fps", "100.0"],
+                    ["128", "eval/episode_return", "20.0"]]
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_none_logger_writes_nothing(tmp_path):
+    with loggers.build({"name": "none"}, run_info(tmp_path)) as logger:
+        logger.log({"loss_objective": 0.5}, step=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wandb_mode_offline_without_api_key_online_with_one(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_mode(None) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_mode(None) == "online"
+    assert resolve_mode("disabled") == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert resolve_mode(None) == "offline"
+    with pytest.raises(ConfigError, match="logger.mode='ofline'; choose one of: online, offline, disabled"):
+        resolve_mode("ofline")
