@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDict
-from tensordict.nn import ExplorationType, TensorDictModuleBase, set_exploration_type
+from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
 
 from rlexp.envs import TensorDictVectorEnv
 
@@ -25,7 +25,7 @@ class Collector:
     @torch.no_grad()
     def collect(self) -> TensorDict:
         steps = []
-        with set_exploration_type(ExplorationType.RANDOM):
+        with set_interaction_type(InteractionType.RANDOM):
             for _ in range(self.steps):
                 td = self.policy(self._td.to(self.device))
                 td, self._td = self.env.step_and_maybe_reset(td)
@@ -41,7 +41,7 @@ def evaluate(env: TensorDictVectorEnv, policy: TensorDictModuleBase, device: tor
     returns = torch.zeros(env.num_envs)
     lengths = torch.zeros(env.num_envs, dtype=torch.long)
     running = torch.ones(env.num_envs, dtype=torch.bool)
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
+    with set_interaction_type(InteractionType.DETERMINISTIC):
         while running.any():
             td, next_td = env.step_and_maybe_reset(policy(td.to(device)))
             returns += td["next", "reward"].squeeze(-1).cpu() * running

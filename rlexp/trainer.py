@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,11 @@ from rlexp.loggers import Logger
 from rlexp.registry import ConfigError, envs, losses, policies, replay_transforms, value_estimators
 
 
-def train(cfg: DictConfig, run_dir: Path, logger: Logger) -> dict[str, float]:
-    """Train with ``cfg``; return the final evaluation metrics. Checkpoint goes to ``run_dir``."""
+def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> dict[str, float]:
+    """Train with ``cfg``; return the final evaluation metrics. Checkpoint goes to ``run_dir``.
+
+    Everything is built (and every config error raised) before ``make_logger`` opens the run.
+    """
     device = resolve_device(cfg.device)
     frames_per_batch, iterations, minibatch_size = batch_sizes(cfg)
     seed_everything(cfg.seed)
@@ -48,58 +52,57 @@ def train(cfg: DictConfig, run_dir: Path, logger: Logger) -> dict[str, float]:
 
     frames, train_seconds, next_eval = 0, 0.0, cfg.eval.interval
     eval_metrics: dict[str, float] = {}
-    progress = tqdm(total=iterations * frames_per_batch, unit="frame", unit_scale=True, dynamic_ncols=True,
-                    mininterval=1.0)
-    for iteration in range(1, iterations + 1):
-        start = time.perf_counter()
-        rollout = collector.collect()  # [num_envs, T]
-        if replay_transform is not None:
-            rollout = replay_transform.inv(rollout)
-        with torch.no_grad():
-            loss_module.value_estimator(rollout)  # writes advantage, value_target, state_value
-        batch = rollout.reshape(-1)
+    with make_logger() as logger, tqdm(total=iterations * frames_per_batch, unit="frame", unit_scale=True,
+                                        dynamic_ncols=True, mininterval=1.0) as progress:
+        for iteration in range(1, iterations + 1):
+            start = time.perf_counter()
+            rollout = collector.collect()  # [num_envs, T]
+            if replay_transform is not None:
+                rollout = replay_transform.inv(rollout)
+            with torch.no_grad():
+                loss_module.value_estimator(rollout)  # writes advantage, value_target, state_value
+            batch = rollout.reshape(-1)
 
-        stats = []
-        for _epoch in range(cfg.optim.ppo_epochs):
-            for indices in torch.randperm(batch.numel(), device=device).split(minibatch_size):
-                loss_td = loss_module(batch[indices])
-                loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
-                optimizer.zero_grad()
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), cfg.optim.max_grad_norm)
-                optimizer.step()
-                stats.append(loss_td.detach().apply(lambda x: x.float().mean()).set("grad_norm", grad_norm))
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
+            loss_outputs = []
+            for _epoch in range(cfg.optim.ppo_epochs):
+                for indices in torch.randperm(batch.numel(), device=device).split(minibatch_size):
+                    loss_td = loss_module(batch[indices])
+                    loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
+                    optimizer.zero_grad()
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), cfg.optim.max_grad_norm)
+                    optimizer.step()
+                    loss_outputs.append(loss_td.detach().apply(lambda x: x.float().mean()).set("grad_norm", grad_norm))
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
 
-        elapsed = time.perf_counter() - start
-        frames += frames_per_batch
-        train_seconds += elapsed
-        stats = torch.stack(stats).apply(lambda x: x.mean(), batch_size=[])
-        metrics = {f"loss/{key}": value.item() for key, value in stats.items() if key != "grad_norm"}
-        metrics |= {"train/grad_norm": stats["grad_norm"].item(), "train/lr": lr,
-                    "train/fps": frames_per_batch / elapsed, "train/iteration": iteration,
-                    "time/training_seconds": train_seconds} | episode_metrics(env)
-        if frames >= next_eval or iteration == iterations:
-            eval_metrics = prefixed("eval", evaluate(eval_env, actor, device, seed=eval_seed))
-            eval_seed, next_eval = None, next_eval + cfg.eval.interval
-            metrics |= eval_metrics
-        logger.log(metrics, step=frames)
-        progress.update(frames_per_batch)
-        progress.set_postfix(fps=f"{frames_per_batch / elapsed:,.0f}",
-                             ret=f"{metrics.get('train/episode_return', float('nan')):.1f}",
-                             eval=f"{eval_metrics.get('eval/episode_return', float('nan')):.1f}")
-    progress.close()
+            elapsed = time.perf_counter() - start
+            frames += frames_per_batch
+            train_seconds += elapsed
+            means = torch.stack(loss_outputs).apply(lambda x: x.mean(), batch_size=[])
+            metrics = {key: value.item() for key, value in means.items() if key != "grad_norm"}
+            metrics |= {"train/grad_norm": means["grad_norm"].item(), "train/lr": lr,
+                        "train/fps": frames_per_batch / elapsed, "train/iteration": iteration,
+                        "train/seconds": train_seconds} | episode_metrics(env)
+            if frames >= next_eval or iteration == iterations:
+                eval_metrics = prefixed("eval", evaluate(eval_env, actor, device, seed=eval_seed))
+                eval_seed, next_eval = None, next_eval + cfg.eval.interval
+                metrics |= eval_metrics
+            logger.log(metrics, step=frames)
+            progress.update(frames_per_batch)
+            progress.set_postfix(fps=f"{metrics['train/fps']:,.0f}",
+                                 ret=f"{metrics.get('train/episode_return', float('nan')):.1f}",
+                                 eval=f"{eval_metrics.get('eval/episode_return', float('nan')):.1f}")
 
-    save_checkpoint(
-        {"actor": actor.state_dict(), "critic": critic.state_dict(), "loss": loss_module.state_dict(),
-         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "frames": frames,
-         "iteration": iterations, "config": OmegaConf.to_container(cfg, resolve=True)},
-        run_dir / "checkpoint.pt",
-    )
+        save_checkpoint(
+            {"actor": actor.state_dict(), "critic": critic.state_dict(), "loss": loss_module.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "frames": frames,
+             "iteration": iterations, "config": OmegaConf.to_container(cfg, resolve=True)},
+            run_dir / "checkpoint.pt",
+        )
     env.close()
     eval_env.close()
-    return {"frames": frames, "time/training_seconds": train_seconds, **eval_metrics}
+    return {"frames": frames, "train/seconds": train_seconds, **eval_metrics}
 
 
 def batch_sizes(cfg: DictConfig) -> tuple[int, int, int]:

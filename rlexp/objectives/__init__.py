@@ -1,0 +1,14 @@
+"""Losses (PPO family) and value estimators with torchrl 0.14's API, registered for the config groups."""
+
+from rlexp.objectives.clip_ppo import ClipPPOLoss
+from rlexp.objectives.common import LossModule, add_random_module
+from rlexp.objectives.klpen_ppo import KLPENPPOLoss
+from rlexp.objectives.ppo import PPOLoss
+from rlexp.objectives.value_types import ValueEstimators, default_value_kwargs
+from rlexp.registry import losses
+
+losses.register("ppo", PPOLoss)
+losses.register("clip_ppo", ClipPPOLoss)
+losses.register("klpen_ppo", KLPENPPOLoss)
+
+__all__ = ["ClipPPOLoss", "KLPENPPOLoss", "LossModule", "PPOLoss", "ValueEstimators", "add_random_module", "default_value_kwargs"]

@@ -1,0 +1,80 @@
+"""ClipPPOLoss: PPO's clipped surrogate ``-min(w A, clip(w, 1-eps, 1+eps) A)``."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
+
+from rlexp.objectives.ppo import PPOLoss
+from rlexp.objectives.signature import inherit_keywords
+
+
+def effective_sample_size(log_weight: torch.Tensor) -> torch.Tensor:
+    """``(sum w)^2 / (N sum w^2)`` along dim 0 in log-sum-exp form; 1 when all ratios are equal."""
+    lw = log_weight.detach().squeeze(-1)
+    return (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp() / lw.shape[0]
+
+
+class ClipPPOLoss(PPOLoss):
+    """Clipped PPO (Schulman et al. 2017). ``clip_epsilon`` is a float or ``(eps_low, eps_high)``.
+
+    Extra outputs: ``clip_fraction`` (share of clipped log-weights), ``ESS`` (per position after
+    dim 0), ``max_ratio`` and ``mean_ratio``. ``clip_value=True`` clips the critic by ``clip_epsilon``.
+    """
+
+    _schedulable_buffers = PPOLoss._schedulable_buffers + ("clip_epsilon", "clip_epsilon_low", "clip_epsilon_high")
+    _out_keys_head = ("loss_objective", "clip_fraction")
+    _out_keys_tail = ("ESS", "kl_approx", "max_ratio", "mean_ratio")
+
+    @inherit_keywords(PPOLoss.__init__)
+    def __init__(self, actor_network: ProbabilisticTensorDictSequential | None = None,
+                 critic_network: TensorDictModule | None = None, *,
+                 clip_epsilon: float | tuple[float, float] = 0.2, clip_value: bool | float | None = None, **kwargs):
+        if isinstance(clip_epsilon, (tuple, list)):
+            if len(clip_epsilon) != 2:
+                raise ValueError(f"clip_epsilon must be a float or a pair (low, high), got {clip_epsilon}.")
+            low, high = (float(e) for e in clip_epsilon)
+            if low < 0 or high < 0 or low >= 1:
+                raise ValueError(f"clip_epsilon=(low, high) needs 0 <= low < 1 and high >= 0, got {clip_epsilon}.")
+            if clip_value is True:
+                raise ValueError("clip_value=True needs a single float clip_epsilon.")
+            self._clip_pair = (low, high)
+        else:
+            self._clip_pair = None
+            if clip_value is True:
+                clip_value = float(clip_epsilon)
+        if clip_value is False:
+            clip_value = None
+        super().__init__(actor_network, critic_network, clip_value=clip_value, **kwargs)
+        if self._clip_pair is None:
+            self.register_coeff_buffer("clip_epsilon", clip_epsilon)
+        else:
+            self.clip_epsilon = None
+            self.register_coeff_buffer("clip_epsilon_low", self._clip_pair[0])
+            self.register_coeff_buffer("clip_epsilon_high", self._clip_pair[1])
+
+    def _clip_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-space bounds ``(log1p(-eps_low), log1p(eps_high))``."""
+        if self.clip_epsilon is not None:
+            return (-self.clip_epsilon).log1p(), self.clip_epsilon.log1p()
+        return (-self.clip_epsilon_low).log1p(), self.clip_epsilon_high.log1p()
+
+    def _run_value_estimator(self, td: TensorDictBase) -> None:
+        if self.critic_network is None:
+            raise RuntimeError("ClipPPOLoss needs a critic_network to compute the missing advantage.")
+        super()._run_value_estimator(td)
+
+    def _objective(self, tensordict, td, log_weight, delta, advantage, dist) -> dict:
+        low, high = self._clip_bounds()
+        clipped = log_weight.clamp(low, high)
+        behaviour = self._behaviour(log_weight, delta)
+        gain = torch.min(behaviour.exp() * advantage, self._behaviour(clipped, delta).exp() * advantage)
+        ratio = behaviour.detach().exp()
+        return {
+            "loss_objective": -gain,
+            "clip_fraction": (clipped != log_weight).float().mean().detach(),
+            "ESS": effective_sample_size(behaviour),
+            "max_ratio": ratio.max(),
+            "mean_ratio": ratio.mean(),
+        }

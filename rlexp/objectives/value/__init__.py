@@ -1,0 +1,13 @@
+"""Value estimators (GAE, TD(0), TD(1), TD(lambda)), registered in ``rlexp.registry.value_estimators``."""
+
+from rlexp.objectives.value.base import ValueEstimatorBase
+from rlexp.objectives.value.gae import GAE
+from rlexp.objectives.value.td import TD0Estimator, TD1Estimator, TDLambdaEstimator
+from rlexp.registry import value_estimators
+
+value_estimators.register("gae", GAE)
+value_estimators.register("td0", TD0Estimator)
+value_estimators.register("td1", TD1Estimator)
+value_estimators.register("td_lambda", TDLambdaEstimator)
+
+__all__ = ["GAE", "TD0Estimator", "TD1Estimator", "TDLambdaEstimator", "ValueEstimatorBase"]
