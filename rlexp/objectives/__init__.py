@@ -1,7 +1,8 @@
-"""Losses (PPO family) and value estimators with torchrl 0.14's API, registered for the config groups."""
+"""Losses (PPO family, GRPO) and value estimators with torchrl 0.14's API, registered for the config groups."""
 
 from rlexp.objectives.clip_ppo import ClipPPOLoss
 from rlexp.objectives.common import LossModule, add_random_module
+from rlexp.objectives.grpo import GRPOLoss, grpo
 from rlexp.objectives.klpen_ppo import KLPENPPOLoss
 from rlexp.objectives.ppo import PPOLoss
 from rlexp.objectives.value_types import ValueEstimators, default_value_kwargs
@@ -10,5 +11,6 @@ from rlexp.registry import losses
 losses.register("ppo", PPOLoss)
 losses.register("clip_ppo", ClipPPOLoss)
 losses.register("klpen_ppo", KLPENPPOLoss)
+losses.register("grpo", grpo)
 
-__all__ = ["ClipPPOLoss", "KLPENPPOLoss", "LossModule", "PPOLoss", "ValueEstimators", "add_random_module", "default_value_kwargs"]
+__all__ = ["ClipPPOLoss", "GRPOLoss", "KLPENPPOLoss", "LossModule", "PPOLoss", "ValueEstimators", "add_random_module", "default_value_kwargs"]

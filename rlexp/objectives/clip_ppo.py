@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
@@ -14,6 +16,19 @@ def effective_sample_size(log_weight: torch.Tensor) -> torch.Tensor:
     """``(sum w)^2 / (N sum w^2)`` along dim 0 in log-sum-exp form; 1 when all ratios are equal."""
     lw = log_weight.detach().squeeze(-1)
     return (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp() / lw.shape[0]
+
+
+def clip_epsilon_pair(clip_epsilon: float | Sequence[float]) -> tuple[float, float]:
+    """``(eps_low, eps_high)`` from a float or a pair; ``ValueError`` unless ``0 <= low < 1`` and ``high >= 0``."""
+    if isinstance(clip_epsilon, Sequence):
+        if len(clip_epsilon) != 2:
+            raise ValueError(f"clip_epsilon must be a float or a pair (low, high), got {clip_epsilon}.")
+        low, high = (float(e) for e in clip_epsilon)
+    else:
+        low = high = float(clip_epsilon)
+    if low < 0 or high < 0 or low >= 1:
+        raise ValueError(f"clip_epsilon needs 0 <= low < 1 and high >= 0, got {clip_epsilon}.")
+    return low, high
 
 
 class ClipPPOLoss(PPOLoss):
@@ -31,15 +46,10 @@ class ClipPPOLoss(PPOLoss):
     def __init__(self, actor_network: ProbabilisticTensorDictSequential | None = None,
                  critic_network: TensorDictModule | None = None, *,
                  clip_epsilon: float | tuple[float, float] = 0.2, clip_value: bool | float | None = None, **kwargs):
-        if isinstance(clip_epsilon, (tuple, list)):
-            if len(clip_epsilon) != 2:
-                raise ValueError(f"clip_epsilon must be a float or a pair (low, high), got {clip_epsilon}.")
-            low, high = (float(e) for e in clip_epsilon)
-            if low < 0 or high < 0 or low >= 1:
-                raise ValueError(f"clip_epsilon=(low, high) needs 0 <= low < 1 and high >= 0, got {clip_epsilon}.")
+        if isinstance(clip_epsilon, Sequence):
             if clip_value is True:
                 raise ValueError("clip_value=True needs a single float clip_epsilon.")
-            self._clip_pair = (low, high)
+            self._clip_pair = clip_epsilon_pair(clip_epsilon)
         else:
             self._clip_pair = None
             if clip_value is True:

@@ -95,6 +95,17 @@ class LossModule(FunctionalParams, ValueEstimatorFactory, TensorDictModuleBase, 
             setattr(self._tensor_keys, key, value)
         self._forward_value_estimator_keys(**kwargs)
 
+    def _set_keys_from_actor(self, actor_network) -> None:
+        """Set ``sample_log_prob``/``action`` from the actor (usually ``action_log_prob``/``action``)."""
+        log_prob_keys = list(getattr(actor_network, "log_prob_keys", []))
+        action_keys = list(getattr(actor_network, "dist_sample_keys", []))
+        kwargs = {}
+        if log_prob_keys:
+            kwargs["sample_log_prob"] = log_prob_keys[0] if len(log_prob_keys) == 1 else log_prob_keys
+        if action_keys:
+            kwargs["action"] = action_keys[0] if len(action_keys) == 1 else action_keys
+        self.set_keys(**kwargs)
+
     _estimator_key_names = ("advantage", "value_target", "value", "reward", "done", "terminated")
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:

@@ -145,17 +145,6 @@ class PPOLoss(LossModule):
             raise ValueError(f"clip_value must be a number or None for {type(self).__name__}, got {clip_value}.")
         self.register_coeff_buffer("clip_value", clip_value)
 
-    def _set_keys_from_actor(self, actor_network) -> None:
-        """Take the log-prob and action keys from the actor (``action_log_prob``/``action`` usually)."""
-        log_prob_keys = list(getattr(actor_network, "log_prob_keys", []))
-        action_keys = list(getattr(actor_network, "dist_sample_keys", []))
-        kwargs = {}
-        if log_prob_keys:
-            kwargs["sample_log_prob"] = log_prob_keys[0] if len(log_prob_keys) == 1 else log_prob_keys
-        if action_keys:
-            kwargs["action"] = action_keys[0] if len(action_keys) == 1 else action_keys
-        self.set_keys(**kwargs)
-
     # out_keys = head + entropy terms + critic terms + tail; subclasses extend head and tail.
     _out_keys_head: tuple[str, ...] = ("loss_objective",)
     _out_keys_tail: tuple[str, ...] = ()

@@ -23,7 +23,8 @@ def find_loss_mask(tensordict: TensorDictBase, loss_mask_key: NestedKey | None) 
     return mask
 
 
-def _broadcast_mask(mask: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+def broadcast_mask(mask: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    """``mask`` shaped like ``loss``: trailing singleton dims squeezed, then right-padded and expanded."""
     while mask.ndim > loss.ndim and mask.shape[-1] == 1:
         mask = mask.squeeze(-1)
     if mask.ndim > loss.ndim:
@@ -36,7 +37,7 @@ def reduce_loss(loss: torch.Tensor, reduction: str, mask: torch.Tensor | None = 
     """Reduce with ``"none"``/``"mean"``/``"sum"``; masked slots are selected away (NaN-safe) and
     a masked mean divides by ``max(mask.sum(), 1)``. The result is squeezed on its last dim."""
     if mask is not None:
-        mask = _broadcast_mask(mask, loss)
+        mask = broadcast_mask(mask, loss)
         loss = torch.where(mask, loss, torch.zeros((), dtype=loss.dtype, device=loss.device))
         if reduction == "mean":
             loss = loss.sum() / mask.sum().clamp_min(1)

@@ -34,7 +34,36 @@ def _standardize(x: torch.Tensor, min_std: float) -> torch.Tensor:
     return (x - x.mean()) / x.std().clamp_min(min_std)
 
 
-class ValueEstimatorBase(TensorDictModuleBase, abc.ABC):
+class EstimatorKeys:
+    """Mixin: ``tensor_keys``/``set_keys`` over a nested ``_AcceptedKeys`` dataclass.
+
+    Users define ``_AcceptedKeys``, store an instance as ``_tensor_keys`` and provide ``_set_in_keys``.
+    """
+
+    _tensor_keys: object
+
+    @property
+    def tensor_keys(self):
+        return self._tensor_keys
+
+    def set_keys(self, **kwargs) -> None:
+        """Rename tensordict keys; unknown names raise ``KeyError``, ``None`` values ``ValueError``."""
+        names = {f.name for f in fields(self._AcceptedKeys)}
+        for name, value in kwargs.items():
+            if name not in names:
+                raise KeyError(f"{name} is not an accepted tensordict key of {type(self).__name__}: {sorted(names)}.")
+            if value is None:
+                raise ValueError(f"Key {name} cannot be None.")
+            self._check_key(name, value)
+        for name, value in kwargs.items():
+            setattr(self._tensor_keys, name, value)
+        self._set_in_keys()
+
+    def _check_key(self, name: str, value: NestedKey) -> None:
+        """Reject a key name the estimator cannot use (hook; accepts everything here)."""
+
+
+class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
     """Reads rewards, flags and values from a rollout and writes ``advantage`` and ``value_target``.
 
     Subclasses implement ``_returns``/``_advantage`` on tensors with time at dim -2.
@@ -78,25 +107,10 @@ class ValueEstimatorBase(TensorDictModuleBase, abc.ABC):
         self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32, device=self._device).clone())
 
     # keys ----------------------------------------------------------------------------------------
-    @property
-    def tensor_keys(self) -> _AcceptedKeys:
-        return self._tensor_keys
-
-    def set_keys(self, **kwargs) -> None:
-        """Rename tensordict keys; unknown names raise ``KeyError``, ``None`` values ``ValueError``."""
-        names = {f.name for f in fields(self._AcceptedKeys)}
-        for name, value in kwargs.items():
-            if name not in names:
-                raise KeyError(f"{name} is not an accepted tensordict key of {type(self).__name__}: {sorted(names)}.")
-            if value is None:
-                raise ValueError(f"Key {name} cannot be None.")
-            if (name == "value" and self.value_network is not None
-                    and value not in self.value_network.out_keys):
-                raise KeyError(f"value key {value!r} is not among the value network's out_keys "
-                               f"{self.value_network.out_keys}.")
-        for name, value in kwargs.items():
-            setattr(self._tensor_keys, name, value)
-        self._set_in_keys()
+    def _check_key(self, name: str, value: NestedKey) -> None:
+        if name == "value" and self.value_network is not None and value not in self.value_network.out_keys:
+            raise KeyError(f"value key {value!r} is not among the value network's out_keys "
+                           f"{self.value_network.out_keys}.")
 
     def _set_in_keys(self) -> None:
         keys = self._tensor_keys
