@@ -5,16 +5,20 @@ Returns the final mean evaluation return, which Hydra sweepers (Optuna) maximise
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rlexp.registry import ConfigError
+from rlexp.signals import Interrupted, interrupts_raise
 
 ROOT = Path(__file__).resolve().parent.parent
 # conf/config.yaml adds experiments/ to Hydra's search path through this resolver, so presets
@@ -29,6 +33,9 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as err:
         print(f"rlexp: configuration error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as err:
+        print(f"rlexp: {err}, exiting with code {err.exit_code}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 def run(cfg: DictConfig) -> float:
@@ -42,8 +49,9 @@ def run(cfg: DictConfig) -> float:
     from rlexp.trainer import train
 
     info = RunInfo(dir=run_dir, config=flat_config(cfg, hydra_cfg), name=run_name(cfg, hydra_cfg),
-                   group=run_group(cfg, hydra_cfg))
-    result = train(cfg, run_dir, make_logger=lambda: loggers.build(cfg.logger, info))
+                   group=run_group(cfg, hydra_cfg), resume_id=requeue_run_id(hydra_cfg))
+    with interrupts_raise():
+        result = train(cfg, run_dir, make_logger=lambda: loggers.build(cfg.logger, info))
     return result["eval/episode_return"]
 
 
@@ -58,8 +66,10 @@ def import_user_modules(modules: list[str]) -> None:
 
 
 def run_name(cfg: DictConfig, hydra_cfg: DictConfig) -> str:
-    """The job's command-line overrides, e.g. ``loss=grpo,seed=1``; the experiment name without any."""
-    return ",".join(hydra_cfg.overrides.task) or cfg.experiment
+    """The job's overrides, e.g. ``loss=grpo,seed=1``, minus the ``+experiment=`` preset the group names already;
+    the experiment name without any."""
+    overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+    return ",".join(o.input_line for o in overrides if o.key_or_group != "experiment") or cfg.experiment
 
 
 def run_group(cfg: DictConfig, hydra_cfg: DictConfig) -> str:
@@ -67,6 +77,18 @@ def run_group(cfg: DictConfig, hydra_cfg: DictConfig) -> str:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return f"{cfg.experiment}-{Path(hydra_cfg.sweep.dir).name}"
     return cfg.experiment
+
+
+def requeue_run_id(hydra_cfg: DictConfig) -> str | None:
+    """A run id shared by every attempt of a submitit job (its output folder and scheduler job id), else None.
+
+    submitit re-runs a preempted or timed-out job in the same folder under the same job id; with
+    this id its W&B run continues instead of a new one starting. Training itself starts over.
+    """
+    if not os.environ.get("SUBMITIT_EXECUTOR"):  # the variable submitit sets in the processes of its jobs
+        return None
+    job = f"{Path(hydra_cfg.runtime.output_dir).resolve()}|{hydra_cfg.job.id}"
+    return hashlib.sha256(job.encode()).hexdigest()[:16]
 
 
 def flat_config(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, object]:

@@ -1,12 +1,19 @@
-"""Rollout collection: run the policy in the vectorised env, return a ``[num_envs, T]`` tensordict."""
+"""Rollout collection: run the policy in the vectorised env, return a ``[num_envs, T]`` tensordict.
+
+``Collector`` steps a fixed number of frames and lets episodes run on across calls (PPO).
+``EpisodeCollector`` runs whole episodes from group-shared start states (GRPO).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tensordict import TensorDict
 from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
 
 from rlexp.envs import TensorDictVectorEnv
+
+MASK = ("collector", "mask")
 
 
 class Collector:
@@ -31,6 +38,58 @@ class Collector:
                 td, self._td = self.env.step_and_maybe_reset(td)
                 steps.append(td)
         return torch.stack(steps, dim=-1).to(self.device)
+
+    def finished_episodes(self) -> dict[str, np.ndarray]:
+        """Return, length and truncation flag of the episodes that ended since the last call."""
+        return self.env.pop_finished_episodes()
+
+
+class EpisodeCollector:
+    """One episode per sub-env, in groups of ``group_size`` envs that start from the same state.
+
+    Each call resets every block of ``group_size`` envs with one seed, fresh per group and per call,
+    and steps until every episode has ended (terminated or hit the env's time limit). Steps after an
+    episode's end are padding: ``("collector", "mask")`` is False there, and they never count as frames.
+    """
+
+    def __init__(self, env: TensorDictVectorEnv, policy: TensorDictModuleBase, group_size: int,
+                 device: torch.device, seed: int, max_steps: int = 100_000):
+        self.env, self.policy, self.device = env, policy, device
+        self.group_size, self.max_steps = group_size, max_steps
+        self.groups = env.num_envs // group_size
+        self.rng = np.random.default_rng(seed)
+        self._episodes: dict[str, np.ndarray] = {}
+
+    @torch.no_grad()
+    def collect(self) -> TensorDict:
+        seeds = self.rng.integers(2**31, size=self.groups).repeat(self.group_size).tolist()
+        td = self.env.reset(seed=seeds)
+        running = torch.ones(self.env.num_envs, dtype=torch.bool)
+        steps = []
+        with set_interaction_type(InteractionType.RANDOM):
+            while running.any():
+                if len(steps) == self.max_steps:
+                    raise RuntimeError(f"Episodes did not end within {self.max_steps} steps; give the env a time "
+                                       "limit (env.max_episode_steps) to collect whole episodes.")
+                td, next_td = self.env.step_and_maybe_reset(self.policy(td.to(self.device)))
+                td[MASK] = running.clone()
+                running &= ~td["next", "done"].squeeze(-1)
+                steps.append(td)
+                td = next_td
+        self.env.pop_finished_episodes()  # padding episodes; the statistics come from the masked rollout
+        rollout = torch.stack(steps, dim=-1)
+        self._record_episodes(rollout)
+        return rollout.to(self.device)
+
+    def finished_episodes(self) -> dict[str, np.ndarray]:
+        episodes, self._episodes = self._episodes, {}
+        return episodes
+
+    def _record_episodes(self, rollout: TensorDict) -> None:
+        mask = rollout[MASK]
+        truncated = (rollout["next", "truncated"].squeeze(-1) & mask).any(-1)
+        self._episodes = {"return": (rollout["next", "reward"].squeeze(-1) * mask).sum(-1).numpy(),
+                          "length": mask.sum(-1).numpy(), "truncated": truncated.numpy()}
 
 
 @torch.no_grad()

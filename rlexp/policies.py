@@ -60,9 +60,9 @@ class GaussianHead(nn.Module):
 @policies.register("mlp")
 def mlp_policy(observation_space: spaces.Box, action_space: spaces.Space, *,
                hidden_sizes: list[int] = (64, 64), activation: str = "tanh",
-               distribution: str = "normal", log_std_init: float = 0.0,
-               ) -> tuple[ProbabilisticTensorDictSequential, TensorDictModule]:
-    """Separate actor and critic MLPs (CleanRL's PPO architecture).
+               distribution: str = "normal", log_std_init: float = 0.0, critic: bool = True,
+               ) -> tuple[ProbabilisticTensorDictSequential, TensorDictModule | None]:
+    """Separate actor and critic MLPs (CleanRL's PPO architecture); no critic with ``critic=False`` (GRPO).
 
     Discrete actions: categorical over logits. Box actions: ``distribution`` ``normal``
     (Independent Normal, the sample is clipped to the bounds only inside the env) or
@@ -95,6 +95,7 @@ def mlp_policy(observation_space: spaces.Box, action_space: spaces.Space, *,
         raise ConfigError(f"policy 'mlp' does not support action space {action_space}; use Discrete or Box.")
 
     actor = ProbabilisticTensorDictSequential(params, head)
+    if not critic:
+        return actor, None
     value = nn.Sequential(mlp_trunk(obs_dim, hidden_sizes, activation), orthogonal(nn.Linear(width, 1), 1.0))
-    critic = TensorDictModule(value, in_keys=["observation"], out_keys=["state_value"])
-    return actor, critic
+    return actor, TensorDictModule(value, in_keys=["observation"], out_keys=["state_value"])

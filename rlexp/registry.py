@@ -16,6 +16,8 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 
 class ConfigError(ValueError):
     """A configuration value that rlexp cannot use; the message names the valid choices."""
@@ -59,13 +61,21 @@ class Registry:
         ``args`` and ``extra`` are what the trainer supplies (networks, env specs); they are not
         config keys, and a config key that the builder does not accept fails with the accepted ones.
         """
+        if isinstance(config, DictConfig):
+            config = OmegaConf.to_container(config, resolve=True)
         config = dict(config)
         if "name" not in config:
             raise ConfigError(f"The {self.group} config has no `name:`; choose one of: {', '.join(self.names())}.")
         name = config.pop("name")
         builder = self.get(name)
         check_kwargs(f"{self.group} '{name}'", builder, config, supplied=len(args), supplied_names=extra)
-        return builder(*args, **extra, **config)
+        try:
+            return builder(*args, **extra, **config)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, NotImplementedError) as err:
+            # Builders validate their arguments; a rejected value is a configuration error.
+            raise ConfigError(f"{self.group} '{name}' rejected its options {config}: {err}") from err
 
 
 def check_kwargs(what: str, builder: Callable[..., Any], kwargs: Mapping[str, Any], *, supplied: int = 0,

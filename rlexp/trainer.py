@@ -1,11 +1,13 @@
-"""The training loop: collect -> replay transform -> advantages -> PPO epochs over minibatches -> log.
+"""The training loop: collect -> replay transform -> advantages -> epochs over minibatches -> log.
 
 Every piece comes from a registry selected by the config (env, policy, loss, value estimator,
-replay transform), so the loop below is the whole algorithm for every combination.
+replay transform), so the loop below is the whole algorithm for every combination: PPO-family
+losses on fixed-length rollouts, GRPO on grouped whole episodes (``collector.group_size``).
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDict
 from tqdm import tqdm
 
 import rlexp.data  # noqa: F401  (registers the built-in replay transforms)
@@ -22,8 +25,9 @@ import rlexp.objectives  # noqa: F401  (registers the built-in losses)
 import rlexp.objectives.value  # noqa: F401  (registers the built-in value estimators)
 import rlexp.policies  # noqa: F401  (registers the built-in policies)
 from rlexp.checkpoint import save_checkpoint
-from rlexp.collector import Collector, evaluate
+from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
 from rlexp.loggers import Logger
+from rlexp.objectives import GRPOLoss
 from rlexp.registry import ConfigError, envs, losses, policies, replay_transforms, value_estimators
 
 
@@ -33,39 +37,51 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
     Everything is built (and every config error raised) before ``make_logger`` opens the run.
     """
     device = resolve_device(cfg.device)
-    frames_per_batch, iterations, minibatch_size = batch_sizes(cfg)
+    check_batch_sizes(cfg)
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
 
     env = envs.build(cfg.env)
     eval_env = envs.build({**cfg.env, "num_envs": cfg.eval.episodes})
     actor, critic = policies.build(cfg.policy, env.observation_space, env.action_space)
-    actor, critic = actor.to(device), critic.to(device)
+    actor, critic = actor.to(device), critic.to(device) if critic is not None else None
     loss_module = losses.build(cfg.loss, actor, critic).to(device)
     loss_module.make_value_estimator(value_estimators.build(cfg.value_estimator, value_network=critic))
     replay_transform = replay_transforms.build(cfg.replay_transform)
+    reference = ReferencePolicy.for_loss(loss_module, actor)
     optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps)
-    anneal = (lambda i: 1.0 - i / iterations) if cfg.optim.anneal_lr else (lambda i: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, anneal)
-    collector = Collector(env, actor, frames_per_batch, device, seed=cfg.seed)
+    if cfg.collector.group_size:
+        collector = EpisodeCollector(env, actor, cfg.collector.group_size, device, seed=cfg.seed)
+    else:
+        collector = Collector(env, actor, cfg.collector.frames_per_batch, device, seed=cfg.seed)
+    actor.train(not isinstance(loss_module, GRPOLoss))  # GRPO keeps its policy in eval mode throughout
     eval_seed = cfg.seed + 1_000_003  # first evaluation only; later ones continue the env's RNG
 
-    frames, train_seconds, next_eval = 0, 0.0, cfg.eval.interval
+    total_frames = cfg.collector.total_frames
+    frames, iteration, train_seconds, next_eval = 0, 0, 0.0, cfg.eval.interval
     eval_metrics: dict[str, float] = {}
-    with make_logger() as logger, tqdm(total=iterations * frames_per_batch, unit="frame", unit_scale=True,
-                                        dynamic_ncols=True, mininterval=1.0) as progress:
-        for iteration in range(1, iterations + 1):
+    with make_logger() as logger, tqdm(total=total_frames, unit="frame", unit_scale=True, dynamic_ncols=True,
+                                        mininterval=1.0) as progress:
+        while frames < total_frames:
             start = time.perf_counter()
+            iteration += 1
+            lr = cfg.optim.lr * (1.0 - frames / total_frames if cfg.optim.anneal_lr else 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
             rollout = collector.collect()  # [num_envs, T]
+            new_frames = int(rollout[MASK].sum()) if MASK in rollout.keys(True) else rollout.numel()
+            if reference is not None:
+                reference.write_log_prob(rollout, iteration)
             if replay_transform is not None:
                 rollout = replay_transform.inv(rollout)
             with torch.no_grad():
-                loss_module.value_estimator(rollout)  # writes advantage, value_target, state_value
-            batch = rollout.reshape(-1)
+                loss_module.value_estimator(rollout)  # writes advantage (and value_target, state_value)
+            batch = rollout[rollout[MASK]] if MASK in rollout.keys(True) else rollout.reshape(-1)
 
             loss_outputs = []
             for _epoch in range(cfg.optim.ppo_epochs):
-                for indices in torch.randperm(batch.numel(), device=device).split(minibatch_size):
+                for indices in torch.randperm(batch.numel(), device=device).chunk(cfg.optim.num_minibatches):
                     loss_td = loss_module(batch[indices])
                     loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
                     optimizer.zero_grad()
@@ -73,31 +89,31 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
                     grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), cfg.optim.max_grad_norm)
                     optimizer.step()
                     loss_outputs.append(loss_td.detach().apply(lambda x: x.float().mean()).set("grad_norm", grad_norm))
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
 
             elapsed = time.perf_counter() - start
-            frames += frames_per_batch
+            frames += new_frames
             train_seconds += elapsed
             means = torch.stack(loss_outputs).apply(lambda x: x.mean(), batch_size=[])
             metrics = {key: value.item() for key, value in means.items() if key != "grad_norm"}
             metrics |= {"train/grad_norm": means["grad_norm"].item(), "train/lr": lr,
-                        "train/fps": frames_per_batch / elapsed, "train/iteration": iteration,
-                        "train/seconds": train_seconds} | episode_metrics(env)
-            if frames >= next_eval or iteration == iterations:
+                        "train/fps": new_frames / elapsed, "train/iteration": iteration,
+                        "train/seconds": train_seconds} | episode_metrics(collector)
+            if hasattr(loss_module.value_estimator, "group_statistics"):
+                metrics |= prefixed("train", loss_module.value_estimator.group_statistics(rollout))
+            if frames >= next_eval or frames >= total_frames:
                 eval_metrics = prefixed("eval", evaluate(eval_env, actor, device, seed=eval_seed))
                 eval_seed, next_eval = None, next_eval + cfg.eval.interval
                 metrics |= eval_metrics
             logger.log(metrics, step=frames)
-            progress.update(frames_per_batch)
+            progress.update(new_frames)
             progress.set_postfix(fps=f"{metrics['train/fps']:,.0f}",
                                  ret=f"{metrics.get('train/episode_return', float('nan')):.1f}",
                                  eval=f"{eval_metrics.get('eval/episode_return', float('nan')):.1f}")
 
         save_checkpoint(
-            {"actor": actor.state_dict(), "critic": critic.state_dict(), "loss": loss_module.state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "frames": frames,
-             "iteration": iterations, "config": OmegaConf.to_container(cfg, resolve=True)},
+            {"actor": actor.state_dict(), "critic": critic.state_dict() if critic is not None else None,
+             "loss": loss_module.state_dict(), "optimizer": optimizer.state_dict(), "frames": frames,
+             "iteration": iteration, "config": OmegaConf.to_container(cfg, resolve=True)},
             run_dir / "checkpoint.pt",
         )
     env.close()
@@ -105,26 +121,53 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
     return {"frames": frames, "train/seconds": train_seconds, **eval_metrics}
 
 
-def batch_sizes(cfg: DictConfig) -> tuple[int, int, int]:
-    """``(frames_per_batch, iterations, minibatch_size)``, checked for divisibility."""
-    frames_per_batch, num_envs = cfg.collector.frames_per_batch, cfg.env.num_envs
-    minibatches = cfg.optim.num_minibatches
+class ReferencePolicy:
+    """A frozen copy of the actor whose log-probs of the collected actions GRPO's KL term reads.
+
+    Refreshed from the live actor every ``interval`` iterations (``loss.ref_update_interval``), or
+    kept at the initial policy when that is None.
+    """
+
+    def __init__(self, actor, interval: int | None, log_prob_key: str):
+        self.actor, self.interval, self.key = actor, interval, log_prob_key
+        self.frozen = copy.deepcopy(actor).eval().requires_grad_(False)
+
+    @classmethod
+    def for_loss(cls, loss_module, actor) -> ReferencePolicy | None:
+        """A reference for losses with a KL-to-reference term, else None."""
+        if not getattr(loss_module, "kl_to_ref_coeff", None):
+            return None
+        return cls(actor, loss_module.ref_update_interval, loss_module.tensor_keys.ref_log_probs)
+
+    @torch.no_grad()
+    def write_log_prob(self, rollout: TensorDict, iteration: int) -> None:
+        if self.interval and iteration > 1 and (iteration - 1) % self.interval == 0:
+            self.frozen.load_state_dict(self.actor.state_dict())
+        dist = self.frozen.get_dist(rollout)
+        rollout[self.key] = dist.log_prob(rollout["action"])
+
+
+def check_batch_sizes(cfg: DictConfig) -> None:
+    """Fail early on batch settings the collector or minibatching cannot honour."""
+    frames_per_batch, num_envs, group_size = cfg.collector.frames_per_batch, cfg.env.num_envs, cfg.collector.group_size
+    if cfg.optim.num_minibatches < 1:
+        raise ConfigError(f"optim.num_minibatches must be >= 1, got {cfg.optim.num_minibatches}.")
+    if group_size:
+        if group_size < 2 or num_envs % group_size:
+            raise ConfigError(f"collector.group_size={group_size} must be >= 2 and divide env.num_envs={num_envs} "
+                              "(each block of group_size envs is one group).")
+        return
     if frames_per_batch % num_envs:
         raise ConfigError(f"collector.frames_per_batch={frames_per_batch} is not divisible by env.num_envs={num_envs}.")
-    if minibatches < 1 or frames_per_batch % minibatches:
+    if frames_per_batch % cfg.optim.num_minibatches:
         raise ConfigError(f"collector.frames_per_batch={frames_per_batch} is not divisible by "
-                          f"optim.num_minibatches={minibatches}.")
-    iterations = cfg.collector.total_frames // frames_per_batch
-    if iterations < 1:
-        raise ConfigError(f"collector.total_frames={cfg.collector.total_frames} is less than one batch "
-                          f"(collector.frames_per_batch={frames_per_batch}).")
-    return frames_per_batch, iterations, frames_per_batch // minibatches
+                          f"optim.num_minibatches={cfg.optim.num_minibatches}.")
 
 
-def episode_metrics(env) -> dict[str, float]:
+def episode_metrics(collector) -> dict[str, float]:
     """Mean return and length of the training episodes that ended since the last call."""
-    episodes = env.pop_finished_episodes()
-    if not len(episodes["return"]):
+    episodes = collector.finished_episodes()
+    if not len(episodes.get("return", ())):
         return {}
     return {"train/episode_return": float(episodes["return"].mean()),
             "train/episode_length": float(episodes["length"].mean()),
@@ -132,8 +175,8 @@ def episode_metrics(env) -> dict[str, float]:
             "train/truncated_episodes": int(episodes["truncated"].sum())}
 
 
-def prefixed(prefix: str, values: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {f"{prefix}/{key}": value.float().mean().item() for key, value in values.items()}
+def prefixed(prefix: str, values: dict) -> dict[str, float]:
+    return {f"{prefix}/{key}": float(torch.as_tensor(value).float().mean()) for key, value in values.items()}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -152,4 +195,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-

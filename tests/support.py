@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -20,20 +22,49 @@ def compose_config(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
-def run_cli(run_dir: Path, *overrides: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
-    """``python -m rlexp`` in a subprocess with no W&B API key configured."""
+def cli_env(folder: Path, pythonpath: Path | None = None) -> dict[str, str]:
+    """This process's environment minus any W&B API key or settings, so runs are offline."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env |= {"NETRC": str(run_dir.parent / "no-netrc"), "WANDB_SILENT": "true"}
+    env |= {"NETRC": str(folder / "no-netrc"), "WANDB_SILENT": "true"}
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
+    return env
+
+
+def run_cli(run_dir: Path, *overrides: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m rlexp`` in a subprocess with no W&B API key configured."""
     return subprocess.run([sys.executable, "-m", "rlexp", f"hydra.run.dir={run_dir}", *overrides],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=run_dir.parent)
+                          capture_output=True, text=True, env=cli_env(run_dir.parent, pythonpath), timeout=600,
+                          cwd=run_dir.parent)
+
+
+def run_multirun(sweep_dir: Path, *overrides: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m rlexp -m`` into ``sweep_dir`` (job folders 0, 1, ...) with no W&B API key configured."""
+    return subprocess.run([sys.executable, "-m", "rlexp", "-m", f"hydra.sweep.dir={sweep_dir}", *overrides],
+                          capture_output=True, text=True, env=cli_env(sweep_dir.parent, pythonpath), timeout=600,
+                          cwd=sweep_dir.parent)
+
+
+def read_wandb_runs(run_dir: Path) -> list[list[dict]]:
+    """Records of each offline W&B run under ``run_dir`` (oldest first), through wandb's own reader."""
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    runs = []
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        out = subprocess.run([str(wandb_cli), "leet", "inspect", str(path), "--json"], capture_output=True,
+                             text=True, check=True)
+        runs.append([json.loads(line) for line in out.stdout.splitlines() if line.strip()])
+    return runs
 
 
 def read_wandb_run(run_dir: Path) -> list[dict]:
-    """Records of the single offline W&B run under ``run_dir``, through wandb's own reader."""
-    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", str(path), "--json"], capture_output=True,
-                         text=True, check=True)
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    """Records of the single offline W&B run under ``run_dir``."""
+    (records,) = read_wandb_runs(run_dir)
+    return records
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    """Poll ``condition`` every 50 ms until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {condition}"
+        time.sleep(0.05)

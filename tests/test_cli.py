@@ -79,8 +79,30 @@ def test_config_errors_exit_before_any_run_starts(run_dir):
     result = run_cli(run_dir, "loss.name=clip_ppoo")
     assert result.returncode == 2 and "Unknown losses 'clip_ppoo'" in result.stderr and "clip_ppo" in result.stderr
 
+    result = run_cli(run_dir, "loss.loss_critic_type=l3")
+    assert result.returncode == 2 and "'l3'" in result.stderr and "l1, l2, smooth_l1" in result.stderr
+
     result = run_cli(run_dir, "env=gym", "env.id=CartPole-v9")
     assert result.returncode == 2 and "Did you mean: CartPole-v1" in result.stderr
 
     result = run_cli(run_dir, "loss=nope")
     assert result.returncode == 1 and "Available options in 'loss'" in result.stderr and "clip_ppo" in result.stderr
+
+
+def test_grpo_headline_command_selects_its_own_defaults(run_dir):
+    result = run_cli(run_dir, "loss=grpo", "env=cartpole", "collector.total_frames=2000", "env.num_envs=16",
+                     "eval.episodes=2", "loss.kl_to_ref_coeff=0.01", "logger=csv")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["value_estimator"]["name"] == "group_relative" and config["policy"]["critic"] is False
+    assert config["collector"]["group_size"] == 8
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        assert {"loss_objective", "loss_kl_to_ref", "kl_to_ref", "ESS", "clip_fraction", "kl_approx",
+                "train/group_return_mean", "train/group_return_std", "train/equal_return_group_fraction",
+                "train/truncated_episodes", "train/episode_return"} <= record.keys()
+        assert record["train/episodes"] == 16  # one whole episode per env, padding excluded
+    assert records[-1]["frames"] >= 2000 and "eval/episode_return" in records[-1]
+
+    result = run_cli(run_dir, "loss=grpo", "value_estimator=gae")
+    assert result.returncode == 2 and "value_estimator=group_relative" in result.stderr

@@ -41,3 +41,24 @@ def test_missing_name_and_duplicate_registration_fail():
         registry.build({"scale": 1.0})
     with pytest.raises(ConfigError, match="already registered"):
         registry.register("scaled", lambda: None)
+
+
+def test_values_rejected_by_the_builder_become_config_errors():
+    registry = Registry("losses")
+
+    @registry.register("checked")
+    def checked(*, loss_critic_type="l2"):
+        if loss_critic_type not in ("l1", "l2", "smooth_l1"):
+            raise NotImplementedError(f"loss_critic_type={loss_critic_type!r}; choose one of l1, l2, smooth_l1")
+
+    with pytest.raises(ConfigError, match="losses 'checked' rejected .*l3.*choose one of l1, l2, smooth_l1"):
+        registry.build({"name": "checked", "loss_critic_type": "l3"})
+
+
+def test_omegaconf_config_reaches_the_builder_as_plain_python():
+    from omegaconf import OmegaConf
+
+    registry = Registry("losses")
+    registry.register("echo", lambda **kw: kw)
+    built = registry.build(OmegaConf.create({"name": "echo", "dims": [1, 2], "nested": {"a": 1}}))
+    assert built == {"dims": [1, 2], "nested": {"a": 1}} and type(built["dims"]) is list

@@ -20,6 +20,16 @@ class CartPoleSameStepReset(VectorWrapper):
         super().__init__(env)
         self.metadata = {**env.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
 
+    def reset(self, *, seed: int | list[int] | None = None, options=None):
+        """``seed`` may be a list with one seed per sub-env: equal seeds give equal initial states."""
+        if not isinstance(seed, (list, tuple)):
+            return self.env.reset(seed=seed, options=options)
+        obs, info = self.env.reset(seed=None, options=options)
+        env = self.env.unwrapped
+        for i, sub_seed in enumerate(seed):
+            env.state[:, i] = np.random.default_rng(sub_seed).uniform(low=env.low, high=env.high, size=4)
+        return env.state.T.astype(np.float32), info
+
     def step(self, actions):
         obs, reward, terminated, truncated, info = self.env.step(actions)
         done = terminated | truncated

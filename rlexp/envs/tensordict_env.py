@@ -39,7 +39,8 @@ class TensorDictVectorEnv:
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def reset(self, seed: int | None = None) -> TensorDict:
+    def reset(self, seed: int | list[int] | None = None) -> TensorDict:
+        """Reset every sub-env; a list gives one seed per sub-env (equal seeds, equal initial states)."""
         obs, _ = self.env.reset(seed=seed)
         self._episode_return[:] = 0
         self._episode_length[:] = 0

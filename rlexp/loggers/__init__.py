@@ -20,7 +20,7 @@ def wandb_logger(run: RunInfo, *, project: str = "rlexp", entity: str | None = N
                  tags: Sequence[str] = (), mode: str | None = None) -> Logger:
     """Metrics file plus a W&B run (``mode``: online | offline | disabled; unset: offline without an API key)."""
     wandb_run = WandbRun(run_dir=run.dir, config=run.config, name=run.name, group=group or run.group,
-                         project=project, entity=entity, tags=tags, mode=mode)
+                         project=project, entity=entity, tags=tags, mode=mode, run_id=run.resume_id)
     return Loggers(MetricsFile(run.dir), wandb_run)
 
 

@@ -7,23 +7,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlexp.signals import exit_code
+
 METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What every logger builder receives about the job: output folder, flat config, name, group."""
+    """What every logger builder receives about the job: output folder, flat config, name, group.
+
+    ``resume_id`` is set when the job may be requeued (submitit): every attempt shares it, so a
+    logger continues the same run instead of starting a new one.
+    """
 
     dir: Path
     config: Mapping[str, object]
     name: str
     group: str
+    resume_id: str | None = None
 
 
 class Logger:
     """Receives scalar metrics at a step (collected frames); a context manager that always finishes.
 
-    Leaving the ``with`` block through an exception finishes the run with exit code 1.
+    Leaving the ``with`` block through an exception finishes the run with a non-zero exit code:
+    128 + signal number for SIGTERM/SIGINT (``rlexp.signals``), else 1.
     """
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
@@ -36,7 +44,7 @@ class Logger:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.finish(0 if exc_type is None else 1)
+        self.finish(exit_code(exc))
 
 
 class MetricsFile(Logger):

@@ -34,15 +34,22 @@ def resolve_mode(mode: str | None) -> str:
 
 
 class WandbRun(Logger):
-    """Logs every metric against the ``frames`` step axis so train, loss and eval never collide."""
+    """Logs every metric against the ``frames`` step axis so train, loss and eval never collide.
+
+    ``reinit="finish_previous"``: a worker process that runs several jobs (basic launcher, joblib, Ray)
+    gets one run per job even if a previous job left its run open. With ``run_id`` the run is
+    resumed under that id if it exists (a requeued job), else created with it.
+    """
 
     def __init__(self, *, run_dir: str | Path, config: Mapping, name: str, group: str, project: str,
-                 entity: str | None, tags: Sequence[str], mode: str | None, job_type: str = "train"):
+                 entity: str | None, tags: Sequence[str], mode: str | None, job_type: str = "train",
+                 run_id: str | None = None):
         import wandb  # imported here: W&B costs start-up time that logger=csv/none runs do not pay
 
         self.run = wandb.init(
             project=project, entity=entity, name=name, group=group, tags=list(tags), job_type=job_type,
             config=dict(config), dir=str(run_dir), mode=resolve_mode(mode), reinit="finish_previous",
+            id=run_id, resume="allow" if run_id else None,
         )
         self.run.define_metric("frames")
         self.run.define_metric("*", step_metric="frames")

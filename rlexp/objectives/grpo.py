@@ -122,7 +122,8 @@ class GRPOLoss(LossModule):
             estimator = GroupRelativeEstimator(**hyperparams)
         else:
             raise ConfigError(f"GRPOLoss has no critic, so its advantages come from value_estimator=group_relative; "
-                              f"got {value_type!r}{' with ' + str(hyperparams) if hyperparams else ''}.")
+                              f"got {getattr(value_type, '__name__', None) or type(value_type).__name__}. Drop the value_estimator "
+                              "override (loss=grpo selects group_relative) or choose value_estimator=group_relative.")
         self._value_estimator = estimator
         self.value_type = GroupRelativeEstimator
         self._apply_keys_to_estimator(estimator)

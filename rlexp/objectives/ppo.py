@@ -36,6 +36,16 @@ def _alias(name: str, value, alias_name: str, alias):
     return alias
 
 
+def _deprecated_alias(name: str, value, old_name: str, old):
+    """The seed documents' one-f spelling (``entropy_coef``): accepted with a DeprecationWarning."""
+    if old is None:
+        return value
+    if value is not None:
+        raise TypeError(f"Pass only one of {name} and {old_name} (deprecated).")
+    warnings.warn(f"{old_name} is deprecated; use {name}.", DeprecationWarning, stacklevel=3)
+    return old
+
+
 class PPOLoss(LossModule):
     """PPO loss without ratio regularisation (Schulman et al. 2017, "Proximal Policy Optimization").
 
@@ -76,9 +86,12 @@ class PPOLoss(LossModule):
                  actor: ProbabilisticTensorDictSequential | None = None, critic: TensorDictModule | None = None,
                  reduction: str | None = None, clip_value: float | None = None,
                  device: torch.device | None = None, delay_actor: bool = False,
-                 max_importance_ratio: float | None = None):
+                 max_importance_ratio: float | None = None, entropy_coef: float | None = None,
+                 critic_coef: float | None = None):
         actor_network = _alias("actor_network", actor_network, "actor", actor)
         critic_network = _alias("critic_network", critic_network, "critic", critic)
+        entropy_coeff = _deprecated_alias("entropy_coeff", entropy_coeff, "entropy_coef", entropy_coef)
+        critic_coeff = _deprecated_alias("critic_coeff", critic_coeff, "critic_coef", critic_coef)
         if actor_network is None:
             raise TypeError("PPO losses need an actor_network.")
         if gamma is not None:

@@ -379,9 +379,12 @@ def test_constructor_errors_and_aliases():
     for key in ("advantage_key", "value_target_key", "value_key"):
         with pytest.raises(RuntimeError):
             PPOLoss(policy.actor, policy.critic, **{key: "x"})
-    for one_f in ("entropy_coef", "critic_coef"):  # torchrl 0.14 spells them with two f's (spec 2.1)
-        with pytest.raises(TypeError, match=one_f):
-            ClipPPOLoss(policy.actor, policy.critic, **{one_f: 0.2})
+    # The seed documents' one-f spelling is a deprecated alias (issue 3; torchrl 0.14 itself raises TypeError).
+    with pytest.warns(DeprecationWarning, match="entropy_coef is deprecated; use entropy_coeff"):
+        loss = ClipPPOLoss(policy.actor, policy.critic, entropy_coef=0.2, critic_coef=0.3)
+    assert float(loss.entropy_coeff) == pytest.approx(0.2) and float(loss.critic_coeff) == pytest.approx(0.3)
+    with pytest.raises(TypeError, match="only one of entropy_coeff and entropy_coef"):
+        PPOLoss(policy.actor, policy.critic, entropy_coeff=0.1, entropy_coef=0.2)
     loss = PPOLoss(actor=policy.actor, critic=policy.critic)
     assert loss.critic_network is policy.critic
     with pytest.raises(NotImplementedError, match="l1, l2, smooth_l1"):
