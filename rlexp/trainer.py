@@ -8,6 +8,7 @@ losses on fixed-length rollouts, GRPO on grouped whole episodes (``collector.gro
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Callable
@@ -26,8 +27,10 @@ import rlexp.objectives.value  # noqa: F401  (registers the built-in value estim
 import rlexp.policies  # noqa: F401  (registers the built-in policies)
 from rlexp.checkpoint import save_checkpoint
 from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
+from rlexp.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
 from rlexp.loggers import Logger
 from rlexp.objectives import GRPOLoss
+from rlexp.objectives.value import TD0Estimator
 from rlexp.registry import ConfigError, envs, losses, policies, replay_transforms, value_estimators
 
 
@@ -45,9 +48,17 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
     eval_env = envs.build({**cfg.env, "num_envs": cfg.eval.episodes})
     actor, critic = policies.build(cfg.policy, env.observation_space, env.action_space)
     actor, critic = actor.to(device), critic.to(device) if critic is not None else None
+    replay_transform = replay_transforms.build(cfg.replay_transform)
+    if replay_transform is not None and cfg.collector.group_size:
+        raise ConfigError(f"replay_transform={cfg.replay_transform.name} cannot be combined with grouped episode "
+                          "collection (collector.group_size, used by loss=grpo); use replay_transform=none.")
     loss_module = losses.build(cfg.loss, actor, critic).to(device)
     loss_module.make_value_estimator(value_estimators.build(cfg.value_estimator, value_network=critic))
-    replay_transform = replay_transforms.build(cfg.replay_transform)
+    if replay_transform is not None and not isinstance(loss_module.value_estimator, TD0Estimator):
+        raise ConfigError(
+            f"replay_transform={cfg.replay_transform.name} writes n-step rewards, which only value_estimator=td0 "
+            f"bootstraps correctly (as gamma**steps_to_next_obs); value_estimator={cfg.value_estimator.name} would "
+            "sum rewards over steps twice. Use value_estimator=td0 or replay_transform=none.")
     reference = ReferencePolicy.for_loss(loss_module, actor)
     optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps)
     if cfg.collector.group_size:
@@ -71,18 +82,21 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
 
             rollout = collector.collect()  # [num_envs, T]
             new_frames = int(rollout[MASK].sum()) if MASK in rollout.keys(True) else rollout.numel()
+            frames += new_frames
             if reference is not None:
                 reference.write_log_prob(rollout, iteration)
             if replay_transform is not None:
-                rollout = replay_transform.inv(rollout)
+                rollout = n_step_rollout(replay_transform, rollout)
+                if rollout is None:  # the transform holds the first n_steps frames back
+                    continue
             with torch.no_grad():
                 loss_module.value_estimator(rollout)  # writes advantage (and value_target, state_value)
-            batch = rollout[rollout[MASK]] if MASK in rollout.keys(True) else rollout.reshape(-1)
+            buffer = minibatch_buffer(rollout, cfg.optim.num_minibatches)
 
             loss_outputs = []
             for _epoch in range(cfg.optim.ppo_epochs):
-                for indices in torch.randperm(batch.numel(), device=device).chunk(cfg.optim.num_minibatches):
-                    loss_td = loss_module(batch[indices])
+                for minibatch in buffer:
+                    loss_td = loss_module(minibatch)
                     loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
                     optimizer.zero_grad()
                     loss.backward()
@@ -91,7 +105,6 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
                     loss_outputs.append(loss_td.detach().apply(lambda x: x.float().mean()).set("grad_norm", grad_norm))
 
             elapsed = time.perf_counter() - start
-            frames += new_frames
             train_seconds += elapsed
             means = torch.stack(loss_outputs).apply(lambda x: x.mean(), batch_size=[])
             metrics = {key: value.item() for key, value in means.items() if key != "grad_norm"}
@@ -119,6 +132,30 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
     env.close()
     eval_env.close()
     return {"frames": frames, "train/seconds": train_seconds, **eval_metrics}
+
+
+def n_step_rollout(transform, rollout: TensorDict) -> TensorDict | None:
+    """The multi-step transform's output, with ``("next", "terminated")`` of each window's last step.
+
+    torchrl's transform keeps the one-step done flags, so a window that runs into a termination would
+    bootstrap from the (never trained) value of the terminal observation. Carried as an ordinary
+    ``"next"`` entry, the flag is moved to the window end like the next observation, which gives true
+    n-step TD targets.
+    """
+    rollout["next", "window_terminated"] = rollout["next", "terminated"]
+    rollout = transform.inv(rollout)
+    if rollout is not None:
+        rollout["next", "terminated"] = rollout["next"].pop("window_terminated")
+    return rollout
+
+
+def minibatch_buffer(rollout: TensorDict, num_minibatches: int) -> ReplayBuffer:
+    """The rollout's valid frames in a buffer whose iteration is one epoch of shuffled minibatches."""
+    batch = rollout[rollout[MASK]] if MASK in rollout.keys(True) else rollout.reshape(-1)
+    buffer = ReplayBuffer(storage=LazyTensorStorage(batch.numel(), device=batch.device or "cpu"),
+                          sampler=SamplerWithoutReplacement(), batch_size=math.ceil(batch.numel() / num_minibatches))
+    buffer.extend(batch)
+    return buffer
 
 
 class ReferencePolicy:
