@@ -1,11 +1,13 @@
 import csv
 import json
+import signal
 
 import pytest
 
-from rlexp.loggers import RunInfo
+from rlexp.loggers import Logger, RunInfo
 from rlexp.loggers.wandb_logger import resolve_mode
 from rlexp.registry import ConfigError, loggers
+from rlexp.signals import Interrupted
 
 
 def run_info(tmp_path):
@@ -44,3 +46,19 @@ def test_wandb_mode_offline_without_api_key_online_with_one(monkeypatch, tmp_pat
     assert resolve_mode(None) == "offline"
     with pytest.raises(ConfigError, match="logger.mode='ofline'; choose one of: online, offline, disabled"):
         resolve_mode("ofline")
+
+
+def test_logger_finishes_with_the_exit_code_of_how_its_block_ended():
+    codes = []
+
+    class Recorder(Logger):
+        def finish(self, exit_code: int = 0) -> None:
+            codes.append(exit_code)
+
+    with Recorder():
+        pass
+    for error in [RuntimeError("crash"), KeyboardInterrupt(), Interrupted(signal.SIGTERM)]:
+        with pytest.raises(type(error)):
+            with Recorder():
+                raise error
+    assert codes == [0, 1, 128 + signal.SIGINT, 128 + signal.SIGTERM]
