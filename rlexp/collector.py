@@ -2,6 +2,8 @@
 
 ``Collector`` steps a fixed number of frames and lets episodes run on across calls (PPO).
 ``EpisodeCollector`` runs whole episodes from group-shared start states (GRPO).
+For a recurrent policy every step also stores the hidden states the policy read (zeros after an
+env reset, see ``RecurrentStates``) and its ``("next", state)`` outputs, beside ``is_init``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from tensordict import TensorDict
 from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
 
 from rlexp.envs import TensorDictVectorEnv
+from rlexp.policies.recurrent import RecurrentStates
 
 MASK = ("collector", "mask")
 
@@ -27,7 +30,8 @@ class Collector:
                  device: torch.device, seed: int):
         self.env, self.policy, self.device = env, policy, device
         self.steps = frames_per_batch // env.num_envs
-        self._td = env.reset(seed=seed)
+        self.states = RecurrentStates(policy)
+        self._td = self.states.reset(env.reset(seed=seed))
 
     @torch.no_grad()
     def collect(self) -> TensorDict:
@@ -36,6 +40,7 @@ class Collector:
             for _ in range(self.steps):
                 td = self.policy(self._td.to(self.device))
                 td, self._td = self.env.step_and_maybe_reset(td)
+                self.states.carry(td, self._td)
                 steps.append(td)
         return torch.stack(steps, dim=-1).to(self.device)
 
@@ -57,13 +62,14 @@ class EpisodeCollector:
         self.env, self.policy, self.device = env, policy, device
         self.group_size, self.max_steps = group_size, max_steps
         self.groups = env.num_envs // group_size
+        self.states = RecurrentStates(policy)
         self.rng = np.random.default_rng(seed)
         self._episodes: dict[str, np.ndarray] = {}
 
     @torch.no_grad()
     def collect(self) -> TensorDict:
         seeds = self.rng.integers(2**31, size=self.groups).repeat(self.group_size).tolist()
-        td = self.env.reset(seed=seeds)
+        td = self.states.reset(self.env.reset(seed=seeds))
         running = torch.ones(self.env.num_envs, dtype=torch.bool)
         steps = []
         with set_interaction_type(InteractionType.RANDOM):
@@ -72,6 +78,7 @@ class EpisodeCollector:
                     raise RuntimeError(f"Episodes did not end within {self.max_steps} steps; give the env a time "
                                        "limit (env.max_episode_steps) to collect whole episodes.")
                 td, next_td = self.env.step_and_maybe_reset(self.policy(td.to(self.device)))
+                self.states.carry(td, next_td)
                 td[MASK] = running.clone()
                 running &= ~td["next", "done"].squeeze(-1)
                 steps.append(td)
@@ -96,13 +103,15 @@ class EpisodeCollector:
 def evaluate(env: TensorDictVectorEnv, policy: TensorDictModuleBase, device: torch.device,
              seed: int | None = None) -> dict[str, torch.Tensor]:
     """One deterministic episode per sub-env: returns and lengths of each, shape ``[num_envs]``."""
-    td = env.reset(seed=seed)
+    states = RecurrentStates(policy)
+    td = states.reset(env.reset(seed=seed))
     returns = torch.zeros(env.num_envs)
     lengths = torch.zeros(env.num_envs, dtype=torch.long)
     running = torch.ones(env.num_envs, dtype=torch.bool)
     with set_interaction_type(InteractionType.DETERMINISTIC):
         while running.any():
             td, next_td = env.step_and_maybe_reset(policy(td.to(device)))
+            states.carry(td, next_td)
             returns += td["next", "reward"].squeeze(-1).cpu() * running
             lengths += running
             running &= ~td["next", "done"].squeeze(-1).cpu()

@@ -29,9 +29,12 @@ from rlexp.checkpoint import save_checkpoint
 from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
 from rlexp.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
 from rlexp.loggers import Logger
+from rlexp.modules import set_recurrent_mode
 from rlexp.objectives import GRPOLoss
 from rlexp.objectives.value import TD0Estimator
+from rlexp.policies import RecurrentStates, rollout_policy
 from rlexp.registry import ConfigError, envs, losses, policies, replay_transforms, value_estimators
+from rlexp.validation import validate_config
 
 
 def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> dict[str, float]:
@@ -39,6 +42,7 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
 
     Everything is built (and every config error raised) before ``make_logger`` opens the run.
     """
+    validate_config(cfg)
     device = resolve_device(cfg.device)
     check_batch_sizes(cfg)
     seed_everything(cfg.seed)
@@ -60,11 +64,13 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
             f"bootstraps correctly (as gamma**steps_to_next_obs); value_estimator={cfg.value_estimator.name} would "
             "sum rewards over steps twice. Use value_estimator=td0 or replay_transform=none.")
     reference = ReferencePolicy.for_loss(loss_module, actor)
+    sequence_length = minibatch_sequence_length(cfg, actor, critic)
     optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps)
     if cfg.collector.group_size:
         collector = EpisodeCollector(env, actor, cfg.collector.group_size, device, seed=cfg.seed)
     else:
-        collector = Collector(env, actor, cfg.collector.frames_per_batch, device, seed=cfg.seed)
+        collector = Collector(env, rollout_policy(actor, critic), cfg.collector.frames_per_batch, device,
+                              seed=cfg.seed)
     actor.train(not isinstance(loss_module, GRPOLoss))  # GRPO keeps its policy in eval mode throughout
     eval_seed = cfg.seed + 1_000_003  # first evaluation only; later ones continue the env's RNG
 
@@ -89,9 +95,9 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
                 rollout = n_step_rollout(replay_transform, rollout)
                 if rollout is None:  # the transform holds the first n_steps frames back
                     continue
-            with torch.no_grad():
+            with torch.no_grad(), set_recurrent_mode(True):  # a recurrent critic runs over whole rows
                 loss_module.value_estimator(rollout)  # writes advantage (and value_target, state_value)
-            buffer = minibatch_buffer(rollout, cfg.optim.num_minibatches)
+            buffer = minibatch_buffer(rollout, cfg.optim.num_minibatches, sequence_length)
 
             loss_outputs = []
             for _epoch in range(cfg.optim.ppo_epochs):
@@ -149,13 +155,40 @@ def n_step_rollout(transform, rollout: TensorDict) -> TensorDict | None:
     return rollout
 
 
-def minibatch_buffer(rollout: TensorDict, num_minibatches: int) -> ReplayBuffer:
-    """The rollout's valid frames in a buffer whose iteration is one epoch of shuffled minibatches."""
-    batch = rollout[rollout[MASK]] if MASK in rollout.keys(True) else rollout.reshape(-1)
-    buffer = ReplayBuffer(storage=LazyTensorStorage(batch.numel(), device=batch.device or "cpu"),
-                          sampler=SamplerWithoutReplacement(), batch_size=math.ceil(batch.numel() / num_minibatches))
+def minibatch_buffer(rollout: TensorDict, num_minibatches: int, sequence_length: int | None = None) -> ReplayBuffer:
+    """The rollout in a buffer whose iteration is one epoch of ``num_minibatches`` shuffled minibatches.
+
+    Feed-forward policies (``sequence_length=None``): the valid frames, one by one. Recurrent
+    policies: contiguous ``[sequence_length]`` time slices of the ``[num_envs, T]`` rollout (whole
+    rows for 0), so a minibatch is ``[slices, sequence_length]`` and each slice restarts the GRU
+    from the state stored at its first step. Masked rollouts (GRPO) keep whole rows; the loss
+    ignores their padding through ``("collector", "mask")``.
+    """
+    masked = MASK in rollout.keys(True)
+    if sequence_length is None:
+        batch = rollout[rollout[MASK]] if masked else rollout.reshape(-1)
+    else:
+        steps = rollout.shape[-1]
+        length = steps if masked or not sequence_length else sequence_length
+        if steps % length:
+            raise ConfigError(f"optim.sequence_length={length} does not divide the {steps} steps per env of a rollout.")
+        batch = rollout.reshape(-1, length)
+    buffer = ReplayBuffer(storage=LazyTensorStorage(len(batch), device=batch.device or "cpu"),
+                          sampler=SamplerWithoutReplacement(), batch_size=math.ceil(len(batch) / num_minibatches))
     buffer.extend(batch)
     return buffer
+
+
+def minibatch_sequence_length(cfg: DictConfig, actor, critic) -> int | None:
+    """``optim.sequence_length`` for recurrent policies (checked against the rollout length), else None."""
+    if not RecurrentStates(actor, critic):
+        return None
+    length = cfg.optim.sequence_length or 0
+    steps = cfg.collector.frames_per_batch // cfg.env.num_envs
+    if length < 0 or (length and not cfg.collector.group_size and steps % length):
+        raise ConfigError(f"optim.sequence_length={length} must be 0 (whole rows) or divide the rollout's "
+                          f"{steps} steps per env (collector.frames_per_batch / env.num_envs).")
+    return length
 
 
 class ReferencePolicy:
@@ -180,7 +213,8 @@ class ReferencePolicy:
     def write_log_prob(self, rollout: TensorDict, iteration: int) -> None:
         if self.interval and iteration > 1 and (iteration - 1) % self.interval == 0:
             self.frozen.load_state_dict(self.actor.state_dict())
-        dist = self.frozen.get_dist(rollout)
+        with set_recurrent_mode(True):  # a recurrent reference replays each row; the rollout stays unchanged
+            dist = self.frozen.get_dist(rollout.select(*self.frozen.in_keys, strict=False))
         rollout[self.key] = dist.log_prob(rollout["action"])
 
 

@@ -8,16 +8,18 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
 from rlexp.envs.same_step import CartPoleSameStepReset
+from rlexp.envs.select_observation import SelectObservation
 from rlexp.envs.tensordict_env import TensorDictVectorEnv
 from rlexp.registry import ConfigError, envs
 
 
 @envs.register("gym")
 def make_gym_env(*, id: str, num_envs: int = 8, max_episode_steps: int | None = None,
-                 kwargs: dict | None = None) -> TensorDictVectorEnv:
+                 kwargs: dict | None = None, observation_indices: list[int] | None = None) -> TensorDictVectorEnv:
     """``num_envs`` copies of gymnasium env ``id``, numpy-vectorised where the env has such an entry point.
 
-    ``kwargs`` go to the env constructor. Environments always step on the CPU.
+    ``kwargs`` go to the env constructor. ``observation_indices`` keeps only those entries of a
+    flat observation (a partially observed task). Environments always step on the CPU.
     """
     try:
         spec = gym.spec(id)
@@ -35,4 +37,10 @@ def make_gym_env(*, id: str, num_envs: int = 8, max_episode_steps: int | None = 
     else:
         env = gym.make_vec(id, num_envs, vectorization_mode="sync",
                            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
+    if observation_indices is not None:
+        try:
+            env = SelectObservation(env, list(observation_indices))
+        except ValueError as err:
+            env.close()
+            raise ConfigError(f"env.observation_indices: {err}") from None
     return TensorDictVectorEnv(env)

@@ -56,7 +56,7 @@ class TensorDictVectorEnv:
             final_obs[done] = np.stack(info["final_obs"][done])
         self._track_episodes(reward, done, truncated)
         as_flag = lambda x: torch.from_numpy(x).unsqueeze(-1)  # noqa: E731
-        td["next"] = TensorDict(
+        td.update({"next": TensorDict(  # update keeps the policy's own "next" entries (recurrent states)
             {
                 "observation": torch.as_tensor(final_obs, dtype=torch.float32),
                 "reward": torch.as_tensor(reward, dtype=torch.float32).unsqueeze(-1),
@@ -65,7 +65,7 @@ class TensorDictVectorEnv:
                 "truncated": as_flag(truncated),
             },
             batch_size=[self.num_envs],
-        )
+        )})
         return td, self._root(obs, is_init=as_flag(done))
 
     def pop_finished_episodes(self) -> dict[str, np.ndarray]:

@@ -7,8 +7,6 @@ the last batch dim is time, and the sequences are cut into episode segments at `
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from tensordict import NestedKey, TensorDictBase, unravel_key, unravel_key_list
 from tensordict.nn import TensorDictModuleBase
@@ -17,7 +15,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rlexp.modules.python_gru import PythonGRU
 from rlexp.modules.recurrent_mode import recurrent_mode as context_recurrent_mode
-from rlexp.modules.recurrent_mode import set_recurrent_mode as parse_mode
 from rlexp.modules.recurrent_state_primer import HiddenStateSpec, RecurrentStatePrimer
 
 
@@ -66,16 +63,10 @@ class GRUModule(TensorDictModuleBase):
         raise RuntimeError("recurrent_mode is read-only: use set_recurrent_mode(...) or default_recurrent_mode.")
 
     def set_recurrent_mode(self, mode: bool | str = True) -> GRUModule:
-        """Deprecated: a module sharing ``self.gru`` whose default mode is ``mode`` (``self`` if unchanged).
-
-        Prefer the ``rlexp.modules.set_recurrent_mode`` context manager or ``default_recurrent_mode``.
-        """
-        warnings.warn("GRUModule.set_recurrent_mode() is deprecated: use the rlexp.modules.set_recurrent_mode "
-                      "context manager or default_recurrent_mode.", DeprecationWarning, stacklevel=2)
-        mode = parse_mode(mode).mode
-        if mode == bool(self.default_recurrent_mode):
-            return self
-        return GRUModule(gru=self.gru, in_keys=self.in_keys, out_keys=self.out_keys, default_recurrent_mode=mode)
+        """Removed in torchrl 0.14.1 (spec 5.2): always raises ``RuntimeError``."""
+        raise RuntimeError("GRUModule.set_recurrent_mode() was removed: wrap the call in the "
+                           "rlexp.modules.set_recurrent_mode(mode) context manager, or build the module with "
+                           "default_recurrent_mode=mode.")
 
     def make_python_based(self) -> GRUModule:
         """Swap ``self.gru`` for a :class:`PythonGRU` holding the same parameter objects; returns self."""

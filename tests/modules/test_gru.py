@@ -140,19 +140,12 @@ def test_context_does_not_leak_into_other_threads():
     assert seen == [False]
 
 
-def test_deprecated_method_returns_copy_sharing_the_gru():
+def test_removed_method_raises_and_points_to_the_context_manager():
     module = make_gru()
-    with pytest.warns(DeprecationWarning):
-        recurrent = module.set_recurrent_mode(True)
-    assert recurrent is not module and recurrent.gru is module.gru
-    assert (recurrent.recurrent_mode, module.recurrent_mode) == (True, False)
-    assert recurrent.in_keys == module.in_keys and recurrent.out_keys == module.out_keys
-    assert [p is q for p, q in zip(recurrent.parameters(), module.parameters())] == [True] * 8
-    with set_recurrent_mode(False):
-        assert recurrent.recurrent_mode is False
-    with pytest.warns(DeprecationWarning):
-        assert module.set_recurrent_mode(False) is module
-        assert recurrent.set_recurrent_mode("recurrent") is recurrent
+    for mode in (True, False, "recurrent"):
+        with pytest.raises(RuntimeError, match="set_recurrent_mode.*context manager.*default_recurrent_mode"):
+            module.set_recurrent_mode(mode)
+    assert module.recurrent_mode is False and module.default_recurrent_mode is None  # left unchanged
 
 
 # --------------------------------------------------------------------------------------- hand values
