@@ -36,6 +36,9 @@ def main(cfg: DictConfig) -> float:
     except Interrupted as err:
         print(f"rlexp: {err}, exiting with code {err.exit_code}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except FloatingPointError as err:  # rlexp.trainer.NonFiniteLoss
+        print(f"rlexp: training stopped: {err}", file=sys.stderr)
+        sys.exit(3)
 
 
 def run(cfg: DictConfig) -> float:

@@ -25,7 +25,7 @@ import rlexp.envs  # noqa: F401  (registers the built-in envs)
 import rlexp.objectives  # noqa: F401  (registers the built-in losses)
 import rlexp.objectives.value  # noqa: F401  (registers the built-in value estimators)
 import rlexp.policies  # noqa: F401  (registers the built-in policies)
-from rlexp.checkpoint import save_checkpoint
+from rlexp.checkpoint import rng_states, save_checkpoint, save_periodic
 from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
 from rlexp.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
 from rlexp.loggers import Logger
@@ -74,8 +74,14 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
     actor.train(not isinstance(loss_module, GRPOLoss))  # GRPO keeps its policy in eval mode throughout
     eval_seed = cfg.seed + 1_000_003  # first evaluation only; later ones continue the env's RNG
 
+    def checkpoint_state() -> dict:
+        return {"actor": actor.state_dict(), "critic": critic.state_dict() if critic is not None else None,
+                "loss": loss_module.state_dict(), "optimizer": optimizer.state_dict(), "frames": frames,
+                "iteration": iteration, "rng": rng_states(), "config": OmegaConf.to_container(cfg, resolve=True)}
+
     total_frames = cfg.collector.total_frames
     frames, iteration, train_seconds, next_eval = 0, 0, 0.0, cfg.eval.interval
+    next_checkpoint = cfg.checkpoint.interval
     eval_metrics: dict[str, float] = {}
     with make_logger() as logger, tqdm(total=total_frames, unit="frame", unit_scale=True, dynamic_ncols=True,
                                         mininterval=1.0) as progress:
@@ -104,6 +110,9 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
                 for minibatch in buffer:
                     loss_td = loss_module(minibatch)
                     loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
+                    if not torch.isfinite(loss):  # keep the last finite parameters, then stop
+                        save_checkpoint(checkpoint_state(), run_dir / "checkpoint.pt")
+                        raise NonFiniteLoss(loss_td, iteration, frames)
                     optimizer.zero_grad()
                     loss.backward()
                     grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), cfg.optim.max_grad_norm)
@@ -124,17 +133,15 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
                 eval_seed, next_eval = None, next_eval + cfg.eval.interval
                 metrics |= eval_metrics
             logger.log(metrics, step=frames)
+            if frames >= next_checkpoint:
+                save_periodic(checkpoint_state(), run_dir, frames, cfg.checkpoint.keep)
+                next_checkpoint += cfg.checkpoint.interval
             progress.update(new_frames)
             progress.set_postfix(fps=f"{metrics['train/fps']:,.0f}",
                                  ret=f"{metrics.get('train/episode_return', float('nan')):.1f}",
                                  eval=f"{eval_metrics.get('eval/episode_return', float('nan')):.1f}")
 
-        save_checkpoint(
-            {"actor": actor.state_dict(), "critic": critic.state_dict() if critic is not None else None,
-             "loss": loss_module.state_dict(), "optimizer": optimizer.state_dict(), "frames": frames,
-             "iteration": iteration, "config": OmegaConf.to_container(cfg, resolve=True)},
-            run_dir / "checkpoint.pt",
-        )
+        save_checkpoint(checkpoint_state(), run_dir / "checkpoint.pt")
     env.close()
     eval_env.close()
     return {"frames": frames, "train/seconds": train_seconds, **eval_metrics}
@@ -189,6 +196,16 @@ def minibatch_sequence_length(cfg: DictConfig, actor, critic) -> int | None:
         raise ConfigError(f"optim.sequence_length={length} must be 0 (whole rows) or divide the rollout's "
                           f"{steps} steps per env (collector.frames_per_batch / env.num_envs).")
     return length
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A loss term became NaN or infinite: training stops before the optimiser step would spread it."""
+
+    def __init__(self, loss_td: TensorDict, iteration: int, frames: int):
+        terms = ", ".join(f"{key}={value.item():.4g}" for key, value in loss_td.items()
+                          if key.startswith("loss_") and value.numel() == 1)
+        super().__init__(f"non-finite loss at iteration {iteration} ({frames} frames): {terms}. The last finite "
+                         "parameters are saved in checkpoint.pt; try a lower optim.lr or optim.max_grad_norm.")
 
 
 class ReferencePolicy:

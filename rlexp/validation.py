@@ -32,6 +32,8 @@ RULES: dict[str, tuple[type, tuple[str, Callable[[float], bool]] | None]] = {
     "optim.num_minibatches": (int, at_least_one),
     "optim.anneal_lr": (bool, None),
     "eval.interval": (int, at_least_one),
+    "checkpoint.interval": (int, at_least_one),
+    "checkpoint.keep": (int, at_least_one),
     "eval.episodes": (int, at_least_one),
     "env.num_envs": (int, at_least_one),
     "value_estimator.gamma": (float, unit_interval_open_left),
