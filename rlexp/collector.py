@@ -19,6 +19,11 @@ from rlexp.policies.recurrent import RecurrentStates
 MASK = ("collector", "mask")
 
 
+def to_device(td: TensorDict, device: torch.device) -> TensorDict:
+    """``td`` on ``device``; env tensordicts are already on the CPU, where ``.to`` would still copy (~17 us)."""
+    return td if device.type == "cpu" else td.to(device)
+
+
 class Collector:
     """Collects ``frames_per_batch`` frames per call as ``frames_per_batch // num_envs`` steps.
 
@@ -38,11 +43,11 @@ class Collector:
         steps = []
         with set_interaction_type(InteractionType.RANDOM):
             for _ in range(self.steps):
-                td = self.policy(self._td.to(self.device))
+                td = self.policy(to_device(self._td, self.device))
                 td, self._td = self.env.step_and_maybe_reset(td)
                 self.states.carry(td, self._td)
                 steps.append(td)
-        return torch.stack(steps, dim=-1).to(self.device)
+        return to_device(torch.stack(steps, dim=-1), self.device)
 
     def finished_episodes(self) -> dict[str, np.ndarray]:
         """Return, length and truncation flag of the episodes that ended since the last call."""
@@ -77,7 +82,7 @@ class EpisodeCollector:
                 if len(steps) == self.max_steps:
                     raise RuntimeError(f"Episodes did not end within {self.max_steps} steps; give the env a time "
                                        "limit (env.max_episode_steps) to collect whole episodes.")
-                td, next_td = self.env.step_and_maybe_reset(self.policy(td.to(self.device)))
+                td, next_td = self.env.step_and_maybe_reset(self.policy(to_device(td, self.device)))
                 self.states.carry(td, next_td)
                 td[MASK] = running.clone()
                 running &= ~td["next", "done"].squeeze(-1)
@@ -86,7 +91,7 @@ class EpisodeCollector:
         self.env.pop_finished_episodes()  # padding episodes; the statistics come from the masked rollout
         rollout = torch.stack(steps, dim=-1)
         self._record_episodes(rollout)
-        return rollout.to(self.device)
+        return to_device(rollout, self.device)
 
     def finished_episodes(self) -> dict[str, np.ndarray]:
         episodes, self._episodes = self._episodes, {}
@@ -110,7 +115,7 @@ def evaluate(env: TensorDictVectorEnv, policy: TensorDictModuleBase, device: tor
     running = torch.ones(env.num_envs, dtype=torch.bool)
     with set_interaction_type(InteractionType.DETERMINISTIC):
         while running.any():
-            td, next_td = env.step_and_maybe_reset(policy(td.to(device)))
+            td, next_td = env.step_and_maybe_reset(policy(to_device(td, device)))
             states.carry(td, next_td)
             returns += td["next", "reward"].squeeze(-1).cpu() * running
             lengths += running
