@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import secrets
+import string
 import sys
 from pathlib import Path
 
@@ -17,19 +19,27 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import rlexp.config  # noqa: F401  (registers the config schema with Hydra's ConfigStore)
+from rlexp.checkpoint import CheckpointError, latest_resumable, run_folder
 from rlexp.registry import ConfigError
-from rlexp.signals import Interrupted, interrupts_raise
+from rlexp.signals import Interrupted, stop_on_signals
 
 ROOT = Path(__file__).resolve().parent.parent
+SAFE_ON_RESUME = ("collector.total_frames", "checkpoint.interval", "checkpoint.keep")
 # conf/config.yaml adds experiments/ to Hydra's search path through this resolver, so presets
 # load as +experiment=<name> wherever the command is launched from.
 OmegaConf.register_new_resolver("rlexp_root", lambda: str(ROOT), replace=True)
+# resume=<run or checkpoint> continues in that run's folder, leaving its .hydra/ record as it was.
+OmegaConf.register_new_resolver(
+    "rlexp_run_dir", lambda resume, new: str(run_folder(resume)) if resume and Path(resume).exists() else new,
+    replace=True)
+OmegaConf.register_new_resolver("rlexp_output_subdir", lambda resume: None if resume else ".hydra", replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
-        return run(cfg)
+        return run(cfg, HydraConfig.get())
     except ConfigError as err:
         print(f"rlexp: configuration error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -41,9 +51,13 @@ def main(cfg: DictConfig) -> float:
         sys.exit(3)
 
 
-def run(cfg: DictConfig) -> float:
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+def run(cfg: DictConfig, hydra_cfg: DictConfig) -> float:
+    """Train one job (``hydra_cfg``: the job's Hydra config) and return its final evaluation return."""
+    run_dir, requeue_id = Path(hydra_cfg.runtime.output_dir), requeue_run_id(hydra_cfg)
+    if cfg.resume is not None:
+        cfg, run_dir, checkpoint = resumed_run(cfg, hydra_cfg)
+    else:
+        checkpoint = requeue_checkpoint(run_dir) if requeue_id else None
     import_user_modules(cfg.imports)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
@@ -51,11 +65,47 @@ def run(cfg: DictConfig) -> float:
     from rlexp.registry import loggers
     from rlexp.trainer import train
 
-    info = RunInfo(dir=run_dir, config=flat_config(cfg, hydra_cfg), name=run_name(cfg, hydra_cfg),
-                   group=run_group(cfg, hydra_cfg), resume_id=requeue_run_id(hydra_cfg))
-    with interrupts_raise():
-        result = train(cfg, run_dir, make_logger=lambda: loggers.build(cfg.logger, info))
+    identity = {"id": requeue_id or new_run_id(), "name": run_name(cfg, hydra_cfg), "group": run_group(cfg, hydra_cfg)}
+    if checkpoint is not None:  # the same run continues (W&B: same id, name and group)
+        identity |= checkpoint["run"]
+    # a requeued job without a checkpoint yet starts over, in the same W&B run
+    continues_after = checkpoint["frames"] if checkpoint is not None else (0 if requeue_id else None)
+    info = RunInfo(dir=run_dir, config=flat_config(cfg, hydra_cfg), continues_after=continues_after, **identity)
+    with stop_on_signals() as stop:
+        result = train(cfg, run_dir, make_logger=lambda: loggers.build(cfg.logger, info), run=identity,
+                       resume=checkpoint, stop=stop)
     return result["eval/episode_return"]
+
+
+def resumed_run(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[DictConfig, Path, dict]:
+    """The checkpoint's own config (plus the overrides that cannot change the numbers), folder and contents."""
+    path, checkpoint = latest_resumable(cfg.resume)
+    overrides = [o for o in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+                 if o.key_or_group != "resume"]
+    unsafe = [o.input_line for o in overrides if o.key_or_group not in SAFE_ON_RESUME]
+    if unsafe:
+        raise ConfigError(f"resume={cfg.resume} continues that run with its own config, and {', '.join(unsafe)} "
+                          f"would change it. On resume only {', '.join(SAFE_ON_RESUME)} may be overridden; "
+                          "to try other settings, start a new run.")
+    resumed = OmegaConf.merge(rlexp.config.schema(), checkpoint["config"])
+    for override in overrides:
+        OmegaConf.update(resumed, override.key_or_group, OmegaConf.select(cfg, override.key_or_group))
+    resumed.resume = str(path)
+    print(f"rlexp: resuming {run_folder(path)} from {path.name} at {checkpoint['frames']:,} frames", file=sys.stderr)
+    return resumed, run_folder(path), checkpoint
+
+
+def requeue_checkpoint(run_dir: Path) -> dict | None:
+    """The newest intact checkpoint of a requeued job's earlier attempts, if any."""
+    try:
+        return latest_resumable(run_dir)[1]
+    except CheckpointError:
+        return None
+
+
+def new_run_id() -> str:
+    """A fresh run id in W&B's format (8 lowercase letters and digits)."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
 def import_user_modules(modules: list[str]) -> None:
@@ -86,7 +136,8 @@ def requeue_run_id(hydra_cfg: DictConfig) -> str | None:
     """A run id shared by every attempt of a submitit job (its output folder and scheduler job id), else None.
 
     submitit re-runs a preempted or timed-out job in the same folder under the same job id; with
-    this id its W&B run continues instead of a new one starting. Training itself starts over.
+    this id its W&B run continues instead of a new one starting, and training resumes from the
+    job's newest checkpoint (or starts over if it has none yet).
     """
     if not os.environ.get("SUBMITIT_EXECUTOR"):  # the variable submitit sets in the processes of its jobs
         return None

@@ -53,6 +53,17 @@ class Collector:
         """Return, length and truncation flag of the episodes that ended since the last call."""
         return self.env.pop_finished_episodes()
 
+    def state_dict(self) -> dict:
+        """The envs' state and the pending root tensordict (observation, recurrent states)."""
+        return {"env": self.env.state_dict(), "td": self._td}
+
+    def load_state_dict(self, state: dict, seed: int) -> None:
+        """Continue exactly where ``state`` was taken, or from envs reset with ``seed`` if it holds no env state."""
+        if self.env.load_state_dict(state["env"]):
+            self._td = state["td"]
+        else:
+            self._td = self.states.reset(self.env.reset(seed=seed))
+
 
 class EpisodeCollector:
     """One episode per sub-env, in groups of ``group_size`` envs that start from the same state.
@@ -96,6 +107,14 @@ class EpisodeCollector:
     def finished_episodes(self) -> dict[str, np.ndarray]:
         episodes, self._episodes = self._episodes, {}
         return episodes
+
+    def state_dict(self) -> dict:
+        """The envs' state (their RNGs draw the padding steps' resets) and the generator of the group seeds."""
+        return {"env": self.env.state_dict(), "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict, seed: int) -> None:
+        self.env.load_state_dict(state["env"])
+        self.rng.bit_generator.state = state["rng"]
 
     def _record_episodes(self, rollout: TensorDict) -> None:
         mask = rollout[MASK]

@@ -1,7 +1,7 @@
 """``python -m rlexp.evaluate <checkpoint> [episodes=N] [seed=S]``: evaluation returns of a saved policy.
 
 Everything needed comes from the checkpoint (its resolved config and the actor's parameters), so
-the training config does not have to be at hand. Prints the mean, std, min and max return over
+the training config does not have to be at hand. A run folder stands for its newest intact checkpoint. Prints the mean, std, min and max return over
 ``episodes`` deterministic episodes (default: the run's ``eval.episodes``).
 """
 
@@ -18,19 +18,13 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, seed: int
     """Returns of ``episodes`` deterministic episodes of the checkpoint's policy, one per env."""
     import rlexp.envs  # noqa: F401  (registers the built-in envs and policies)
     import rlexp.policies  # noqa: F401
+    from rlexp.checkpoint import latest_resumable, load_checkpoint
     from rlexp.collector import evaluate
-    from rlexp.registry import ConfigError, envs, policies
+    from rlexp.registry import envs, policies
 
     path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise ConfigError(f"{path} does not exist; give a checkpoint file or a run folder holding checkpoint.pt.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        config, actor_state = state["config"], state["actor"]
-    except Exception as err:  # noqa: BLE001  (any unreadable file is reported the same way)
-        raise ConfigError(f"{path} is not a readable rlexp checkpoint ({type(err).__name__}: {err}).") from None
+    state = latest_resumable(path)[1] if path.is_dir() else load_checkpoint(path)
+    config, actor_state = state["config"], state["actor"]
     for module in config.get("imports", []):
         importlib.import_module(module)
     env = envs.build({**config["env"], "num_envs": episodes or config["eval"]["episodes"]})

@@ -12,6 +12,7 @@ config key) without editing rlexp::
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -90,8 +91,10 @@ def check_kwargs(what: str, builder: Callable[..., Any], kwargs: Mapping[str, An
     ]
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
+        close = [match for key in unknown for match in difflib.get_close_matches(key, accepted, n=1)]
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ConfigError(
-            f"{what} got unknown option(s) {', '.join(map(repr, unknown))}. "
+            f"{what} got unknown option(s) {', '.join(map(repr, unknown))}.{hint} "
             f"Accepted options: {', '.join(accepted) or '(none)'}."
         )
 

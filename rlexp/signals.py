@@ -1,13 +1,16 @@
-"""SIGTERM and SIGINT as an exception in the main thread, so open runs finish with their data flushed.
+"""SIGTERM and SIGINT as a stop request: the trainer ends its iteration, checkpoints, then raises.
 
 Python's default SIGTERM ends the process on the spot and W&B loses what it has not flushed yet.
-Raising ``Interrupted`` instead unwinds the training loop through every ``with`` block (the logger
-finishes its run), and the exit code 128 + signal number tells schedulers the job did not complete.
+Inside ``stop_on_signals`` the first SIGTERM or SIGINT only sets a ``StopRequest``; the trainer
+finishes the iteration it is in, writes a checkpoint and raises ``Interrupted``, which unwinds
+every ``with`` block (the logger finishes its run) and exits with 128 + the signal number, so
+schedulers see the job did not complete. A second signal raises ``Interrupted`` at once.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,10 +21,20 @@ DEFAULT_HANDLERS = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.defaul
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGINT arrived. A KeyboardInterrupt, so cleanup written for Ctrl-C also runs on SIGTERM."""
 
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
+    def __init__(self, signum: int, detail: str = ""):
+        super().__init__(f"stopped by {signal.Signals(signum).name}{detail}")
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+class StopRequest:
+    """The first SIGTERM/SIGINT received inside ``stop_on_signals``; false until then."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
 
 
 def exit_code(exc: BaseException | None) -> int:
@@ -36,27 +49,31 @@ def exit_code(exc: BaseException | None) -> int:
 
 
 @contextmanager
-def interrupts_raise() -> Iterator[None]:
-    """Inside the block SIGTERM and SIGINT raise ``Interrupted`` once; a second signal acts as before.
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Inside the block the first SIGTERM/SIGINT sets the yielded request, a second raises ``Interrupted``.
 
     Only the interpreter's default handlers are replaced: a handler installed by someone else stays
     (submitit ignores SIGTERM so that a preempted job lives until its requeue signal). Outside the
-    main thread, where Python delivers no signals, nothing changes.
+    main thread, where Python delivers no signals, the request is never set.
     """
+    request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield request
         return
     previous = {signum: signal.getsignal(signum) for signum in DEFAULT_HANDLERS}
     replaced = [signum for signum, handler in previous.items() if handler == DEFAULT_HANDLERS[signum]]
 
     def handle(signum: int, frame: object) -> None:
-        signal.signal(signum, previous[signum])
-        raise Interrupted(signum)
+        if request:
+            raise Interrupted(signum)
+        request.signum = signum
+        print(f"\nrlexp: {signal.Signals(signum).name} received: finishing this iteration and writing a checkpoint "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
 
     for signum in replaced:
         signal.signal(signum, handle)
     try:
-        yield
+        yield request
     finally:
         for signum in replaced:
             signal.signal(signum, previous[signum])

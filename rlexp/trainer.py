@@ -11,7 +11,8 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import rlexp.envs  # noqa: F401  (registers the built-in envs)
 import rlexp.objectives  # noqa: F401  (registers the built-in losses)
 import rlexp.objectives.value  # noqa: F401  (registers the built-in value estimators)
 import rlexp.policies  # noqa: F401  (registers the built-in policies)
-from rlexp.checkpoint import rng_states, save_checkpoint, save_periodic
+from rlexp.checkpoint import FINAL, PERIODIC_DIR, rng_states, save_checkpoint, save_periodic, set_rng_states
 from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
 from rlexp.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
 from rlexp.loggers import Logger
@@ -34,13 +35,18 @@ from rlexp.objectives import GRPOLoss
 from rlexp.objectives.value import TD0Estimator
 from rlexp.policies import RecurrentStates, rollout_policy
 from rlexp.registry import ConfigError, envs, losses, policies, replay_transforms, value_estimators
+from rlexp.signals import Interrupted, StopRequest
 from rlexp.validation import validate_config
 
 
-def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> dict[str, float]:
-    """Train with ``cfg``; return the final evaluation metrics. Checkpoint goes to ``run_dir``.
+def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, run: Mapping[str, str] = {},
+          resume: Mapping | None = None, stop: StopRequest | None = None) -> dict[str, float]:
+    """Train with ``cfg``; return the final evaluation metrics. Checkpoints go to ``run_dir``.
 
     Everything is built (and every config error raised) before ``make_logger`` opens the run.
+    ``run`` (logger run id, name, group) is stored in checkpoints; ``resume`` is a checkpoint's
+    contents to continue from, bit for bit on CPU. When ``stop`` is set (SIGINT/SIGTERM) the loop
+    ends after the current iteration, writes a checkpoint and raises ``Interrupted``.
     """
     validate_config(cfg)
     device = resolve_device(cfg.device)
@@ -72,31 +78,45 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
         collector = Collector(env, rollout_policy(actor, critic), cfg.collector.frames_per_batch, device,
                               seed=cfg.seed)
     actor.train(not isinstance(loss_module, GRPOLoss))  # GRPO keeps its policy in eval mode throughout
-    eval_seed = cfg.seed + 1_000_003  # first evaluation only; later ones continue the env's RNG
+    progress = Progress(next_eval=cfg.eval.interval, next_checkpoint=cfg.checkpoint.interval,
+                        eval_seed=cfg.seed + 1_000_003)  # first evaluation only; later ones continue the env's RNG
 
     def checkpoint_state() -> dict:
-        return {"actor": actor.state_dict(), "critic": critic.state_dict() if critic is not None else None,
-                "loss": loss_module.state_dict(), "optimizer": optimizer.state_dict(), "frames": frames,
-                "iteration": iteration, "rng": rng_states(), "config": OmegaConf.to_container(cfg, resolve=True)}
+        return {"config": OmegaConf.to_container(cfg, resolve=True), "run": dict(run), "resumable": True,
+                "frames": progress.frames, "iteration": progress.iteration, "progress": asdict(progress),
+                "actor": actor.state_dict(), "critic": critic.state_dict() if critic is not None else None,
+                "loss": loss_module.state_dict(), "optimizer": optimizer.state_dict(),
+                "reference": reference.frozen.state_dict() if reference is not None else None,
+                "replay_transform": replay_transform.state_dict() if replay_transform is not None else None,
+                "collector": collector.state_dict(), "eval_env": eval_env.state_dict(), "rng": rng_states()}
+
+    if resume is not None:
+        progress = Progress(**resume["progress"])
+        loss_module.load_state_dict(resume["loss"])  # holds the actor's and critic's parameters too
+        optimizer.load_state_dict(resume["optimizer"])
+        if reference is not None:
+            reference.frozen.load_state_dict(resume["reference"])
+        if replay_transform is not None:
+            replay_transform.load_state_dict(resume["replay_transform"])
+        collector.load_state_dict(resume["collector"], seed=cfg.seed + progress.iteration)
+        eval_env.load_state_dict(resume["eval_env"])
+        set_rng_states(resume["rng"])
 
     total_frames = cfg.collector.total_frames
-    frames, iteration, train_seconds, next_eval = 0, 0, 0.0, cfg.eval.interval
-    next_checkpoint = cfg.checkpoint.interval
-    eval_metrics: dict[str, float] = {}
-    with make_logger() as logger, tqdm(total=total_frames, unit="frame", unit_scale=True, dynamic_ncols=True,
-                                        mininterval=1.0) as progress:
-        while frames < total_frames:
+    with make_logger() as logger, tqdm(initial=progress.frames, total=total_frames, unit="frame", unit_scale=True,
+                                        dynamic_ncols=True, mininterval=1.0) as bar:
+        while progress.frames < total_frames:
             start = time.perf_counter()
-            iteration += 1
-            lr = cfg.optim.lr * (1.0 - frames / total_frames if cfg.optim.anneal_lr else 1.0)
+            progress.iteration += 1
+            lr = cfg.optim.lr * (1.0 - progress.frames / total_frames if cfg.optim.anneal_lr else 1.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
             rollout = collector.collect()  # [num_envs, T]
             new_frames = int(rollout[MASK].sum()) if MASK in rollout.keys(True) else rollout.numel()
-            frames += new_frames
+            progress.frames += new_frames
             if reference is not None:
-                reference.write_log_prob(rollout, iteration)
+                reference.write_log_prob(rollout, progress.iteration)
             if replay_transform is not None:
                 rollout = n_step_rollout(replay_transform, rollout)
                 if rollout is None:  # the transform holds the first n_steps frames back
@@ -110,41 +130,67 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger]) -> 
                 for minibatch in buffer:
                     loss_td = loss_module(minibatch)
                     loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
-                    if not torch.isfinite(loss):  # keep the last finite parameters, then stop
-                        save_checkpoint(checkpoint_state(), run_dir / "checkpoint.pt")
-                        raise NonFiniteLoss(loss_td, iteration, frames)
                     optimizer.zero_grad()
-                    loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), cfg.optim.max_grad_norm)
+                    fault = non_finite_loss_terms(loss_td) if not torch.isfinite(loss) else None
+                    if fault is None:
+                        loss.backward()
+                        grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), cfg.optim.max_grad_norm)
+                        fault = non_finite_gradients(loss_module) if not torch.isfinite(grad_norm) else None
+                    if fault is not None:  # the step would spread it: skip the update, or stop
+                        if cfg.trainer.on_nan == "skip":
+                            progress.skipped_batches += 1
+                            continue
+                        save_checkpoint({**checkpoint_state(), "resumable": False}, run_dir / FINAL)
+                        raise NonFiniteLoss(fault, progress.iteration, progress.frames)
                     optimizer.step()
                     loss_outputs.append(loss_td.detach().apply(lambda x: x.float().mean()).set("grad_norm", grad_norm))
 
             elapsed = time.perf_counter() - start
-            train_seconds += elapsed
-            means = torch.stack(loss_outputs).apply(lambda x: x.mean(), batch_size=[])
-            metrics = {key: value.item() for key, value in means.items() if key != "grad_norm"}
-            metrics |= {"train/grad_norm": means["grad_norm"].item(), "train/lr": lr,
-                        "train/fps": new_frames / elapsed, "train/iteration": iteration,
-                        "train/seconds": train_seconds} | episode_metrics(collector)
+            progress.train_seconds += elapsed
+            metrics = {"train/lr": lr, "train/fps": new_frames / elapsed, "train/iteration": progress.iteration,
+                       "train/seconds": progress.train_seconds} | episode_metrics(collector)
+            if loss_outputs:
+                means = torch.stack(loss_outputs).apply(lambda x: x.mean(), batch_size=[])
+                metrics |= {key: value.item() for key, value in means.items() if key != "grad_norm"}
+                metrics["train/grad_norm"] = means["grad_norm"].item()
+            if cfg.trainer.on_nan == "skip":
+                metrics["train/skipped_batches"] = progress.skipped_batches
             if hasattr(loss_module.value_estimator, "group_statistics"):
                 metrics |= prefixed("train", loss_module.value_estimator.group_statistics(rollout))
-            if frames >= next_eval or frames >= total_frames:
-                eval_metrics = prefixed("eval", evaluate(eval_env, actor, device, seed=eval_seed))
-                eval_seed, next_eval = None, next_eval + cfg.eval.interval
-                metrics |= eval_metrics
-            logger.log(metrics, step=frames)
-            if frames >= next_checkpoint:
-                save_periodic(checkpoint_state(), run_dir, frames, cfg.checkpoint.keep)
-                next_checkpoint += cfg.checkpoint.interval
-            progress.update(new_frames)
-            progress.set_postfix(fps=f"{metrics['train/fps']:,.0f}",
-                                 ret=f"{metrics.get('train/episode_return', float('nan')):.1f}",
-                                 eval=f"{eval_metrics.get('eval/episode_return', float('nan')):.1f}")
+            if progress.frames >= progress.next_eval or progress.frames >= total_frames:
+                progress.eval_metrics = prefixed("eval", evaluate(eval_env, actor, device, seed=progress.eval_seed))
+                progress.eval_seed, progress.next_eval = None, progress.next_eval + cfg.eval.interval
+                metrics |= progress.eval_metrics
+            logger.log(metrics, step=progress.frames)
+            if progress.frames >= progress.next_checkpoint:
+                save_periodic(checkpoint_state(), run_dir, progress.frames, cfg.checkpoint.keep)
+                progress.next_checkpoint += cfg.checkpoint.interval
+            bar.update(new_frames)
+            bar.set_postfix(fps=f"{metrics['train/fps']:,.0f}",
+                            ret=f"{metrics.get('train/episode_return', float('nan')):.1f}",
+                            eval=f"{progress.eval_metrics.get('eval/episode_return', float('nan')):.1f}")
+            if stop and progress.frames < total_frames:  # SIGINT/SIGTERM: at an iteration's end, resumable exactly
+                path = save_periodic(checkpoint_state(), run_dir, progress.frames, cfg.checkpoint.keep)
+                raise Interrupted(stop.signum, f" at {progress.frames:,} frames; checkpoint {path}")
 
-        save_checkpoint(checkpoint_state(), run_dir / "checkpoint.pt")
+        save_checkpoint(checkpoint_state(), run_dir / FINAL)
     env.close()
     eval_env.close()
-    return {"frames": frames, "train/seconds": train_seconds, **eval_metrics}
+    return {"frames": progress.frames, "train/seconds": progress.train_seconds, **progress.eval_metrics}
+
+
+@dataclass
+class Progress:
+    """The loop's counters and schedule; saved in checkpoints so a resumed run continues the same way."""
+
+    frames: int = 0
+    iteration: int = 0
+    train_seconds: float = 0.0
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    skipped_batches: int = 0
+    eval_seed: int | None = None  # the first evaluation's env seed; None once used
+    eval_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def n_step_rollout(transform, rollout: TensorDict) -> TensorDict | None:
@@ -199,13 +245,23 @@ def minibatch_sequence_length(cfg: DictConfig, actor, critic) -> int | None:
 
 
 class NonFiniteLoss(FloatingPointError):
-    """A loss term became NaN or infinite: training stops before the optimiser step would spread it."""
+    """A loss term or gradient became NaN or infinite: training stops before the optimiser step would spread it."""
 
-    def __init__(self, loss_td: TensorDict, iteration: int, frames: int):
-        terms = ", ".join(f"{key}={value.item():.4g}" for key, value in loss_td.items()
-                          if key.startswith("loss_") and value.numel() == 1)
-        super().__init__(f"non-finite loss at iteration {iteration} ({frames} frames): {terms}. The last finite "
-                         "parameters are saved in checkpoint.pt; try a lower optim.lr or optim.max_grad_norm.")
+    def __init__(self, fault: str, iteration: int, frames: int):
+        super().__init__(f"non-finite {fault} at iteration {iteration} ({frames} frames). The last finite parameters "
+                         f"are saved in {FINAL} (the last resumable state in {PERIODIC_DIR}/); try a lower optim.lr or "
+                         "optim.max_grad_norm, or trainer.on_nan=skip to drop such updates.")
+
+
+def non_finite_loss_terms(loss_td: TensorDict) -> str:
+    terms = ", ".join(f"{key}={value.float().mean().item():.4g}" for key, value in loss_td.items()
+                      if key.startswith("loss_"))
+    return f"loss: {terms}"
+
+
+def non_finite_gradients(module: torch.nn.Module) -> str:
+    names = [name for name, p in module.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+    return f"gradient (loss terms finite) of: {', '.join(names)}"
 
 
 class ReferencePolicy:

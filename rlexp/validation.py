@@ -1,7 +1,8 @@
-"""Checks of the top-level config values before anything is built: type and range, one message each.
+"""Range checks of the config values the trainer reads, before anything is built, one message each.
 
-Group options (env, policy, loss, ...) are checked by their builders through the registry; this
-covers the keys the trainer itself reads, and the discount factors every estimator shares.
+The types of the trainer's own keys are checked by Hydra against ``rlexp.config``'s schema; group
+options (env, policy, loss, ...) by their builders through the registry. The group keys listed
+here (env size, discount factors) are read by the trainer too, so their type is checked here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ at_least_one = (">= 1", lambda x: x >= 1)
 non_negative = (">= 0", lambda x: x >= 0)
 unit_interval_open_left = ("in (0, 1]", lambda x: 0 < x <= 1)
 unit_interval = ("in [0, 1]", lambda x: 0 <= x <= 1)
+
+ON_NAN = ("raise", "skip")
 
 # key: (type, (description, predicate) or None)
 RULES: dict[str, tuple[type, tuple[str, Callable[[float], bool]] | None]] = {
@@ -55,6 +58,8 @@ def validate_config(cfg: DictConfig) -> None:
     group_size = OmegaConf.select(cfg, "collector.group_size", default=None)
     if group_size is not None and not (is_kind(group_size, int) and group_size >= 2):
         raise ConfigError(f"collector.group_size={group_size!r} must be null or an integer >= 2.")
+    if cfg.trainer.on_nan not in ON_NAN:
+        raise ConfigError(f"trainer.on_nan={cfg.trainer.on_nan!r}; choose one of: {', '.join(ON_NAN)}.")
 
 
 def is_kind(value: object, kind: type) -> bool:

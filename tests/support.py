@@ -38,6 +38,12 @@ def run_cli(run_dir: Path, *overrides: str, pythonpath: Path | None = None) -> s
                           cwd=run_dir.parent)
 
 
+def resume_cli(target: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m rlexp resume=<target>`` in a subprocess (Hydra's run folder is the resumed run's)."""
+    return subprocess.run([sys.executable, "-m", "rlexp", f"resume={target}", *overrides], capture_output=True,
+                          text=True, env=cli_env(target.parent), timeout=600, cwd=target.parent)
+
+
 def run_multirun(sweep_dir: Path, *overrides: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
     """``python -m rlexp -m`` into ``sweep_dir`` (job folders 0, 1, ...) with no W&B API key configured."""
     return subprocess.run([sys.executable, "-m", "rlexp", "-m", f"hydra.sweep.dir={sweep_dir}", *overrides],

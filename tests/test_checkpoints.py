@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from support import compose_config
+from rlexp.checkpoint import latest_resumable
 from rlexp.evaluate import evaluate_checkpoint
 from rlexp.loggers import Logger
 from rlexp.objectives import ClipPPOLoss
@@ -44,10 +45,47 @@ def test_periodic_checkpoints_keep_the_newest(tmp_path):
 def test_non_finite_loss_stops_with_the_last_finite_parameters_saved(tmp_path):
     NaNAtIteration3.calls = 0
     cfg = compose_config(*SMALL, "loss.name=clip_ppo_nan_at_iteration_3")
-    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at iteration 3 \(3072 frames\): loss_objective=nan"):
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss: loss_objective=nan, .* at iteration 3 \(3072 frames\)"):
         train(cfg, tmp_path, make_logger=Logger)
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert saved["iteration"] == 3
+    assert saved["iteration"] == 3 and saved["resumable"] is False
+    assert all(torch.isfinite(value).all() for value in saved["actor"].values())
+    with pytest.raises(ConfigError, match="not a resumable state"):
+        latest_resumable(tmp_path / "checkpoint.pt")
+
+
+@losses.register("clip_ppo_nan_gradient")
+class NaNGradient(ClipPPOLoss):
+    """Finite loss terms whose gradient is NaN: d sqrt(u)/du at u = 0 is inf, times du/dp = 0."""
+
+    def forward(self, tensordict):
+        out = super().forward(tensordict)
+        weight = next(self.actor_network.parameters())
+        out["loss_objective"] = out["loss_objective"] + (weight.sum() * 0).sqrt()
+        return out
+
+
+def test_non_finite_gradient_stops_naming_the_parameters(tmp_path):
+    with pytest.raises(NonFiniteLoss, match=r"non-finite gradient \(loss terms finite\) of: .*weight.* at iteration 1"):
+        train(compose_config(*SMALL, "loss.name=clip_ppo_nan_gradient"), tmp_path, make_logger=Logger)
+
+
+class Records(Logger):
+    def __init__(self):
+        self.rows = []
+
+    def log(self, metrics, step):
+        self.rows.append(metrics)
+
+
+def test_on_nan_skip_drops_the_bad_updates_and_counts_them(tmp_path):
+    NaNAtIteration3.calls = 0
+    records = Records()
+    cfg = compose_config(*SMALL, "loss.name=clip_ppo_nan_at_iteration_3", "trainer.on_nan=skip")
+    train(cfg, tmp_path, make_logger=lambda: records)
+    assert [row["train/skipped_batches"] for row in records.rows] == [0, 0, 16, 32, 48, 64, 80, 96]
+    assert ["loss_objective" in row for row in records.rows] == [True, True] + [False] * 6
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert all(torch.isfinite(value).all() for value in saved["actor"].values())
 
 
@@ -64,10 +102,14 @@ def test_evaluate_reads_everything_from_the_checkpoint(tmp_path):
 
 def test_missing_and_corrupt_checkpoints_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        evaluate_checkpoint(tmp_path / "nope")
-    good = tmp_path / "good.pt"
-    torch.save({"config": {}, "actor": {}}, good)
+        evaluate_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(ConfigError, match="holds no intact rlexp checkpoint"):
+        evaluate_checkpoint(tmp_path)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"config": {}, "actor": {}}, foreign)
+    with pytest.raises(ConfigError, match="not an rlexp checkpoint"):
+        evaluate_checkpoint(foreign)
     corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
-    with pytest.raises(ConfigError, match="not a readable rlexp checkpoint"):
+    corrupt.write_bytes(foreign.read_bytes()[: len(foreign.read_bytes()) // 2])
+    with pytest.raises(ConfigError, match="is corrupt"):
         evaluate_checkpoint(corrupt)

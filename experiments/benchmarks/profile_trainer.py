@@ -60,7 +60,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 
 import cost_floor  # noqa: E402
 from speed_cartpole import cpu_name  # noqa: E402
-import rlexp.__main__  # noqa: E402,F401  (registers the config's rlexp_root resolver)
+from rlexp.__main__ import new_run_id  # noqa: E402  (also registers the config's rlexp_root resolver)
 import rlexp.collector  # noqa: E402
 import rlexp.trainer  # noqa: E402
 from rlexp.data import ReplayBuffer  # noqa: E402
@@ -189,7 +189,7 @@ def instrumented(timers: Timers):
 def timed_logger(cfg, run_dir: Path, timers: Timers) -> Callable:
     def make():
         start = time.perf_counter()
-        logger = loggers.build(cfg.logger, RunInfo(dir=run_dir, config={}, name="profile", group="profile"))
+        logger = loggers.build(cfg.logger, RunInfo(dir=run_dir, config={}, id=new_run_id(), name="profile", group="profile"))
         timers.seconds["logger_init"] += time.perf_counter() - start
         logger.log = timers.wrap("logger_log", logger.log)
         logger.finish = timers.wrap("logger_finish", logger.finish)

@@ -10,6 +10,9 @@ from the first observation of the next episode, which only appears as the next r
 
 from __future__ import annotations
 
+import pickle
+import warnings
+
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -74,6 +77,32 @@ class TensorDictVectorEnv:
         self._finished = []
         returns, lengths, truncated = (np.concatenate(x) for x in zip(*parts))
         return {"return": returns, "length": lengths, "truncated": truncated}
+
+    def state_dict(self) -> dict:
+        """Everything that decides the next steps, pickled: sub-env states, their RNGs, the episode trackers.
+
+        Taken from the innermost vector env's attributes (minus the env factories, which are local
+        functions); the wrappers rlexp puts around it hold no state. ``"vector_env"`` is None for an
+        env that cannot be pickled: such a run resumes with freshly seeded envs (not bit-identical).
+        """
+        inner = {key: value for key, value in vars(self.env.unwrapped).items() if key != "env_fns"}
+        try:
+            vector_env = pickle.dumps(inner)
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            warnings.warn(f"{self.env} cannot be pickled ({err}); checkpoints hold no env state, and a resumed "
+                          "run restarts its envs from fresh seeds.", stacklevel=2)
+            vector_env = None
+        return {"vector_env": vector_env, "episode_return": self._episode_return.copy(),
+                "episode_length": self._episode_length.copy(), "finished": list(self._finished)}
+
+    def load_state_dict(self, state: dict) -> bool:
+        """Restore ``state_dict()``'s output; False if it holds no env state (the env is left as it is)."""
+        self._episode_return[:], self._episode_length[:] = state["episode_return"], state["episode_length"]
+        self._finished = list(state["finished"])
+        if state["vector_env"] is None:
+            return False
+        vars(self.env.unwrapped).update(pickle.loads(state["vector_env"]))
+        return True
 
     def close(self) -> None:
         self.env.close()

@@ -19,15 +19,15 @@ __all__ = ["METRICS_FILE", "Logger", "Loggers", "MetricsFile", "RunInfo", "CsvFi
 def wandb_logger(run: RunInfo, *, project: str = "rlexp", entity: str | None = None, group: str | None = None,
                  tags: Sequence[str] = (), mode: str | None = None) -> Logger:
     """Metrics file plus a W&B run (``mode``: online | offline | disabled; unset: offline without an API key)."""
-    wandb_run = WandbRun(run_dir=run.dir, config=run.config, name=run.name, group=group or run.group,
-                         project=project, entity=entity, tags=tags, mode=mode, run_id=run.resume_id)
-    return Loggers(MetricsFile(run.dir), wandb_run)
+    wandb_run = WandbRun(run_dir=run.dir, config=run.config, run_id=run.id, name=run.name, group=group or run.group,
+                         project=project, entity=entity, tags=tags, mode=mode, resume=run.continues_after is not None)
+    return Loggers(MetricsFile(run.dir, run.continues_after), wandb_run)
 
 
 @loggers.register("csv")
 def csv_logger(run: RunInfo) -> Logger:
     """Local files only: ``metrics.jsonl`` and the long-format ``metrics.csv``."""
-    return Loggers(MetricsFile(run.dir), CsvFile(run.dir))
+    return Loggers(MetricsFile(run.dir, run.continues_after), CsvFile(run.dir, run.continues_after))
 
 
 @loggers.register("none")

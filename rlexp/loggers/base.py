@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,17 +15,19 @@ METRICS_FILE = "metrics.jsonl"
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What every logger builder receives about the job: output folder, flat config, name, group.
+    """What every logger builder receives about the job: output folder, flat config, run id, name, group.
 
-    ``resume_id`` is set when the job may be requeued (submitit): every attempt shares it, so a
-    logger continues the same run instead of starting a new one.
+    ``continues_after`` is set when the job continues an earlier one (``resume=``, a requeued
+    submitit job) from the checkpoint at that many frames: loggers continue the same run (same
+    id) and drop what the earlier attempt recorded after that step, which the continuation logs again.
     """
 
     dir: Path
     config: Mapping[str, object]
+    id: str
     name: str
     group: str
-    resume_id: str | None = None
+    continues_after: int | None = None
 
 
 class Logger:
@@ -48,10 +51,17 @@ class Logger:
 
 
 class MetricsFile(Logger):
-    """Appends one JSON object per log step to ``<run_dir>/metrics.jsonl``: ``{"frames": step, ...}``."""
+    """Appends one JSON object per log step to ``<run_dir>/metrics.jsonl``: ``{"frames": step, ...}``.
 
-    def __init__(self, run_dir: str | Path):
+    ``continues_after``: first drop the lines after that step (a resumed run logs them again).
+    """
+
+    def __init__(self, run_dir: str | Path, continues_after: int | None = None):
         self.path = Path(run_dir) / METRICS_FILE
+        if continues_after is not None and self.path.exists():
+            lines = self.path.read_text().splitlines(keepends=True)
+            rewrite_atomically(self.path, "".join(
+                line for line in lines if line.endswith("\n") and json.loads(line)["frames"] <= continues_after))
         self._file = self.path.open("a")
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
@@ -60,6 +70,13 @@ class MetricsFile(Logger):
 
     def finish(self, exit_code: int = 0) -> None:
         self._file.close()
+
+
+def rewrite_atomically(path: Path, text: str) -> None:
+    """Replace ``path``'s contents with ``text``; a kill midway leaves the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class Loggers(Logger):

@@ -6,7 +6,7 @@ import csv
 from collections.abc import Mapping
 from pathlib import Path
 
-from rlexp.loggers.base import Logger
+from rlexp.loggers.base import Logger, rewrite_atomically
 
 
 class CsvFile(Logger):
@@ -14,10 +14,16 @@ class CsvFile(Logger):
 
     Long format because metric sets differ between log steps (train vs eval);
     ``pandas.read_csv(...).pivot(index="frames", columns="metric", values="value")`` widens it.
+    ``continues_after``: first drop the rows after that step (a resumed run logs them again).
     """
 
-    def __init__(self, run_dir: str | Path):
-        self._file = (Path(run_dir) / "metrics.csv").open("a", newline="")
+    def __init__(self, run_dir: str | Path, continues_after: int | None = None):
+        path = Path(run_dir) / "metrics.csv"
+        if continues_after is not None and path.exists():
+            header, *rows = path.read_text().splitlines(keepends=True)
+            rewrite_atomically(path, header + "".join(
+                row for row in rows if row.endswith("\n") and int(row.split(",", 1)[0]) <= continues_after))
+        self._file = path.open("a", newline="")
         self._writer = csv.writer(self._file)
         if self._file.tell() == 0:
             self._writer.writerow(["frames", "metric", "value"])

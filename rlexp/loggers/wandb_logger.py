@@ -34,28 +34,29 @@ def resolve_mode(mode: str | None) -> str:
 
 
 class WandbRun(Logger):
-    """Logs every metric against the ``frames`` step axis so train, loss and eval never collide.
+    """Logs every metric at W&B step = collected frames, so train, loss and eval never collide.
 
     ``reinit="finish_previous"``: a worker process that runs several jobs (basic launcher, joblib, Ray)
-    gets one run per job even if a previous job left its run open. With ``run_id`` the run is
-    resumed under that id if it exists (a requeued job), else created with it.
+    gets one run per job even if a previous job left its run open. With ``resume`` the run
+    ``run_id`` is continued (a resumed or requeued job); W&B drops the steps it already has, which
+    the exact continuation would only log again with the same values.
     """
 
-    def __init__(self, *, run_dir: str | Path, config: Mapping, name: str, group: str, project: str,
+    def __init__(self, *, run_dir: str | Path, config: Mapping, run_id: str, name: str, group: str, project: str,
                  entity: str | None, tags: Sequence[str], mode: str | None, job_type: str = "train",
-                 run_id: str | None = None):
+                 resume: bool = False):
         import wandb  # imported here: W&B costs start-up time that logger=csv/none runs do not pay
 
         self.run = wandb.init(
             project=project, entity=entity, name=name, group=group, tags=list(tags), job_type=job_type,
             config=dict(config), dir=str(run_dir), mode=resolve_mode(mode), reinit="finish_previous",
-            id=run_id, resume="allow" if run_id else None,
+            id=run_id, resume="allow" if resume else None,
         )
         self.run.define_metric("frames")
         self.run.define_metric("*", step_metric="frames")
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        self.run.log({**metrics, "frames": step})
+        self.run.log({**metrics, "frames": step}, step=step)
 
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)

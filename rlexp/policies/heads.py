@@ -19,6 +19,7 @@ from rlexp.registry import ConfigError
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 CONTINUOUS = {"normal": IndependentNormal, "tanh_normal": TanhNormal}
+DISTRIBUTIONS = ("auto", "categorical", *CONTINUOUS)
 
 
 def mlp_trunk(in_features: int, hidden_sizes: list[int], activation: str) -> nn.Sequential:
@@ -57,11 +58,19 @@ def action_head(action_space: spaces.Space, in_key: NestedKey, trunk: nn.Module,
                 ) -> tuple[TensorDictModule, ProbabilisticTensorDictModule]:
     """``(params, sampler)`` reading ``in_key`` through ``trunk`` (output ``width``).
 
-    Discrete actions: categorical over logits. Box actions: ``distribution`` ``normal``
-    (Independent Normal, the sample is clipped to the bounds only inside the env) or
-    ``tanh_normal`` (squashed into the bounds, Monte-Carlo entropy).
+    Discrete actions: categorical over logits. Box actions: ``normal`` (Independent Normal, the
+    sample is clipped to the bounds only inside the env) or ``tanh_normal`` (squashed into the
+    bounds, Monte-Carlo entropy). ``auto`` picks categorical or normal from the action space.
     """
-    if isinstance(action_space, spaces.Discrete):
+    discrete = isinstance(action_space, spaces.Discrete)
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"policy.distribution={distribution!r}; choose one of: {', '.join(DISTRIBUTIONS)}.")
+    if distribution != "auto" and discrete != (distribution == "categorical"):
+        kind = "discrete actions: use auto or categorical" if discrete else "continuous actions: use auto, " + \
+            ", ".join(CONTINUOUS)
+        raise ConfigError(f"policy.distribution={distribution} does not fit the env's action space {action_space} "
+                          f"({kind}).")
+    if discrete:
         logits = nn.Sequential(trunk, orthogonal(nn.Linear(width, int(action_space.n)), 0.01))
         params = TensorDictModule(logits, in_keys=[in_key], out_keys=["logits"])
         sampler = ProbabilisticTensorDictModule(in_keys=["logits"], out_keys=["action"],
@@ -70,8 +79,7 @@ def action_head(action_space: spaces.Space, in_key: NestedKey, trunk: nn.Module,
         return params, sampler
     if not isinstance(action_space, spaces.Box):
         raise ConfigError(f"policy {policy!r} does not support action space {action_space}; use Discrete or Box.")
-    if distribution not in CONTINUOUS:
-        raise ConfigError(f"policy.distribution={distribution!r}; choose one of: {', '.join(CONTINUOUS)}.")
+    distribution = "normal" if distribution == "auto" else distribution
     gaussian = GaussianHead(trunk, width, int(math.prod(action_space.shape)), log_std_init)
     params = TensorDictModule(gaussian, in_keys=[in_key], out_keys=["loc", "scale"])
     kwargs = {}

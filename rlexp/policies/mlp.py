@@ -14,11 +14,11 @@ from rlexp.registry import policies
 @policies.register("mlp")
 def mlp_policy(observation_space: spaces.Box, action_space: spaces.Space, *,
                hidden_sizes: list[int] = (64, 64), activation: str = "tanh",
-               distribution: str = "normal", log_std_init: float = 0.0, critic: bool = True,
+               distribution: str = "auto", log_std_init: float = 0.0, critic: bool = True,
                ) -> tuple[ProbabilisticTensorDictSequential, TensorDictModule | None]:
     """Separate actor and critic MLPs reading ``observation``; no critic with ``critic=False`` (GRPO).
 
-    ``distribution`` picks the Box-action distribution (see :func:`rlexp.policies.heads.action_head`).
+    ``distribution`` picks the action distribution (see :func:`rlexp.policies.heads.action_head`).
     """
     obs_dim = int(math.prod(observation_space.shape))
     hidden_sizes = list(hidden_sizes)

@@ -11,7 +11,7 @@ from rlexp.signals import Interrupted
 
 
 def run_info(tmp_path):
-    return RunInfo(dir=tmp_path, config={"seed": 0}, name="seed=0", group="default")
+    return RunInfo(dir=tmp_path, config={"seed": 0}, id="abcd1234", name="seed=0", group="default")
 
 
 def test_csv_logger_writes_json_lines_and_long_csv(tmp_path):
