@@ -35,7 +35,7 @@ def gru_trunk(in_features: int, hidden_size: int, num_layers: int, python_based:
 @policies.register("gru")
 def gru_policy(observation_space: spaces.Box, action_space: spaces.Space, *, hidden_size: int = 64,
                num_layers: int = 1, head_sizes: list[int] = (64,), activation: str = "tanh",
-               distribution: str = "normal", log_std_init: float = 0.0, shared_trunk: bool = False,
+               distribution: str = "auto", log_std_init: float = 0.0, shared_trunk: bool = False,
                python_based: bool = False, critic: bool = True,
                ) -> tuple[ProbabilisticTensorDictSequential, TensorDictSequential | None]:
     """GRU trunk(s) of ``hidden_size`` x ``num_layers``, then MLP heads of ``head_sizes``.
