@@ -46,6 +46,9 @@ def main(cfg: DictConfig) -> float:
     except Interrupted as err:
         print(f"rlexp: {err}, exiting with code {err.exit_code}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save yet
+        print("rlexp: interrupted before training started, exiting with code 130", file=sys.stderr)
+        sys.exit(130)
     except FloatingPointError as err:  # rlexp.trainer.NonFiniteLoss
         print(f"rlexp: training stopped: {err}", file=sys.stderr)
         sys.exit(3)
