@@ -15,11 +15,13 @@ from rlexp.registry import ConfigError, envs
 
 @envs.register("gym")
 def make_gym_env(*, id: str, num_envs: int = 8, max_episode_steps: int | None = None,
-                 kwargs: dict | None = None, observation_indices: list[int] | None = None) -> TensorDictVectorEnv:
+                 kwargs: dict | None = None, observation_indices: list[int] | None = None,
+                 observation_scale: list[float] | None = None) -> TensorDictVectorEnv:
     """``num_envs`` copies of gymnasium env ``id``, numpy-vectorised where the env has such an entry point.
 
     ``kwargs`` go to the env constructor. ``observation_indices`` keeps only those entries of a
-    flat observation (a partially observed task). Environments always step on the CPU.
+    flat observation (a partially observed task); ``observation_scale`` multiplies the kept entries
+    (one positive factor each). Environments always step on the CPU.
     """
     try:
         spec = gym.spec(id)
@@ -37,10 +39,10 @@ def make_gym_env(*, id: str, num_envs: int = 8, max_episode_steps: int | None = 
     else:
         env = gym.make_vec(id, num_envs, vectorization_mode="sync",
                            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
-    if observation_indices is not None:
+    if observation_indices is not None or observation_scale is not None:
         try:
-            env = SelectObservation(env, list(observation_indices))
+            env = SelectObservation(env, observation_indices, observation_scale)
         except ValueError as err:
             env.close()
-            raise ConfigError(f"env.observation_indices: {err}") from None
+            raise ConfigError(f"env.observation_indices / env.observation_scale: {err}") from None
     return TensorDictVectorEnv(env)

@@ -8,12 +8,13 @@ the last batch dim is time, and the sequences are cut into episode segments at `
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from tensordict import NestedKey, TensorDictBase, unravel_key, unravel_key_list
 from tensordict.nn import TensorDictModuleBase
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rlexp.modules.python_gru import PythonGRU
+from rlexp.modules.python_gru import PARAMETER_STEMS, PythonGRU
 from rlexp.modules.recurrent_mode import recurrent_mode as context_recurrent_mode
 from rlexp.modules.recurrent_state_primer import HiddenStateSpec, RecurrentStatePrimer
 
@@ -120,28 +121,53 @@ class GRUModule(TensorDictModuleBase):
         return hidden.reshape(-1, *self._state_shape)
 
     def _step(self, tensordict: TensorDictBase, is_init: Tensor) -> tuple[Tensor, Tensor]:
-        """Every element is an independent single step, from zeros where ``is_init``."""
+        """Every element is an independent single step, from zeros where ``is_init``.
+
+        An ``nn.GRU`` runs as its ATen cell layer by layer: one step does not need its sequence
+        machinery, which costs more than the step itself at rollout batch sizes.
+        """
         x = tensordict.get(self.in_keys[0])
-        hidden = self._stored_hidden(tensordict, x)
-        hidden = torch.where(is_init.reshape(-1, 1, 1), 0, hidden)
-        output, h_n = self.gru(x.reshape(len(hidden), 1, -1), hidden.transpose(0, 1).contiguous())
-        return output, h_n.transpose(0, 1)
+        x = x.reshape(-1, x.shape[-1])
+        hidden = self._stored_hidden(tensordict, x).masked_fill(is_init.reshape(-1, 1, 1), 0)
+        gru = self.gru
+        if not isinstance(gru, nn.GRU) or gru.bidirectional:
+            output, h_n = gru(x.unsqueeze(1), hidden.transpose(0, 1).contiguous())
+            return output, h_n.transpose(0, 1)
+        layers = []
+        for k in range(gru.num_layers):
+            if k and gru.dropout:
+                x = F.dropout(x, gru.dropout, gru.training)
+            x = torch.gru_cell(x, hidden[:, k], *(getattr(gru, f"{stem}_l{k}", None) for stem in PARAMETER_STEMS))
+            layers.append(x)
+        return x, torch.stack(layers, 1)
 
     def _recurrent(self, tensordict: TensorDictBase, is_init: Tensor) -> tuple[Tensor, Tensor]:
-        """All segments of all rows in one packed ``self.gru`` call; returns flat ``[N·T, ...]`` outputs."""
+        """All segments of all rows in one ``self.gru`` call; returns flat ``[N·T, ...]`` outputs.
+
+        The segments are left-aligned in a zero-padded ``[segments, longest, F]`` batch. With
+        gradients, a single-layer unidirectional GRU runs on it as is: the padding only follows
+        each segment, whose final hidden is its last output, and the backward is several times
+        faster than a packed one on the CPU. Otherwise the batch is packed, which skips the padding
+        and gives every layer's final hidden.
+        """
         if tensordict.batch_dims == 0:
             raise ValueError("Recurrent mode needs a tensordict with a time dimension (at least 1 batch dim).")
         x = tensordict.get(self.in_keys[0])
         x = x.reshape(-1, x.shape[-1])
         first, lengths, segment, position = _segments(is_init.reshape(-1, tensordict.batch_size[-1]))
-        hidden0 = self._stored_hidden(tensordict, x)[first].transpose(0, 1).contiguous()
-        padded = x.new_zeros(len(first), int(lengths.max()), x.shape[-1]).index_put((segment, position), x)
+        hidden0 = self._stored_hidden(tensordict, x).index_select(0, first).transpose(0, 1).contiguous()
+        longest = int(lengths.max())
+        slot = segment * longest + position  # each step's place in the flattened padded batch
+        padded = x.new_zeros(len(first) * longest, x.shape[-1]).index_copy(0, slot, x).view(len(first), longest, -1)
+        last = first + lengths - 1
+        if torch.is_grad_enabled() and self.gru.num_layers == 1 and not self.gru.bidirectional:
+            output = self.gru(padded, hidden0)[0].flatten(0, 1).index_select(0, slot)
+            not_last = torch.ones(len(x), 1, dtype=torch.bool, device=x.device).index_fill_(0, last, False)
+            return output, output.masked_fill(not_last, 0).unsqueeze(1)
         packed = pack_padded_sequence(padded, lengths.cpu(), batch_first=True, enforce_sorted=False)
         output, h_n = self.gru(packed, hidden0)
-        output = pad_packed_sequence(output, batch_first=True)[0][segment, position]
-        last = first + lengths - 1
-        hidden = x.new_zeros(len(x), *self._state_shape).index_copy(0, last, h_n.transpose(0, 1))
-        return output, hidden
+        output = pad_packed_sequence(output, batch_first=True)[0].flatten(0, 1).index_select(0, slot)
+        return output, x.new_zeros(len(x), *self._state_shape).index_copy(0, last, h_n.transpose(0, 1))
 
 
 def _segments(is_init: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

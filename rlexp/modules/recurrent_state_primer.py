@@ -45,11 +45,12 @@ class RecurrentStatePrimer:
         batch = tensordict.batch_size
         for key, spec in self.primers.items():
             current = tensordict.get(key, None)
-            device = current.device if current is not None else (tensordict.device or spec.device)
-            state = torch.zeros(*batch, *spec.shape, dtype=spec.dtype, device=device)
-            if mask is not None and current is not None:
-                keep = ~mask.to(device=device, dtype=torch.bool).reshape(*batch, *[1] * len(spec.shape))
-                state = torch.where(keep, current, state)
+            if current is None or mask is None:
+                device = current.device if current is not None else (tensordict.device or spec.device)
+                state = torch.zeros(*batch, *spec.shape, dtype=spec.dtype, device=device)
+            else:
+                starts = mask.to(device=current.device, dtype=torch.bool).reshape(*batch, *[1] * len(spec.shape))
+                state = current.masked_fill(starts, 0)
             tensordict.set(key, state)
         return tensordict
 

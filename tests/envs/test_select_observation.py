@@ -1,4 +1,4 @@
-"""env.observation_indices: masked observations are the chosen entries of the full ones, final ones too."""
+"""env.observation_indices / observation_scale: the chosen entries of the full observations (scaled), final ones too."""
 
 import pytest
 import torch
@@ -29,3 +29,29 @@ def test_masked_env_shows_the_chosen_entries_of_the_full_observation(env_id, ind
 def test_invalid_indices_are_config_errors(indices):
     with pytest.raises(ConfigError):
         make_gym_env(id="CartPole-v1", num_envs=2, observation_indices=indices)
+
+
+def test_scaled_observations_and_bounds():
+    full = make_gym_env(id="CartPole-v1", num_envs=3, max_episode_steps=5)
+    scaled = make_gym_env(id="CartPole-v1", num_envs=3, max_episode_steps=5, observation_indices=[2, 0],
+                          observation_scale=[10.0, 0.5])
+    scale = torch.tensor([10.0, 0.5])
+    low, high = full.observation_space.low[[2, 0]], full.observation_space.high[[2, 0]]
+    assert (scaled.observation_space.low == low * scale.numpy()).all()
+    assert (scaled.observation_space.high == high * scale.numpy()).all()
+    td_full, td_scaled = full.reset(seed=3), scaled.reset(seed=3)
+    for _ in range(8):
+        torch.testing.assert_close(td_scaled["observation"], td_full["observation"][:, [2, 0]] * scale)
+        action = torch.ones(3, dtype=torch.long)
+        step_full, td_full = full.step_and_maybe_reset(td_full.set("action", action))
+        step_scaled, td_scaled = scaled.step_and_maybe_reset(td_scaled.set("action", action.clone()))
+        expected = step_full["next", "observation"][:, [2, 0]] * scale
+        torch.testing.assert_close(step_scaled["next", "observation"], expected)
+    only_scaled = make_gym_env(id="CartPole-v1", num_envs=2, observation_scale=[1, 2, 3, 4])
+    assert only_scaled.observation_space.shape == (4,)
+
+
+@pytest.mark.parametrize("scale", [[1.0], [1.0, 0.0], [1.0, -2.0], [1.0, float("inf")]])
+def test_invalid_scales_are_config_errors(scale):
+    with pytest.raises(ConfigError):
+        make_gym_env(id="CartPole-v1", num_envs=2, observation_indices=[0, 2], observation_scale=scale)

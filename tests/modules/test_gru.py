@@ -338,3 +338,39 @@ def test_gradients_flow_through_segments_and_stop_at_resets(python_based):
     assert d_rs[0, 3].abs().sum() > 0 and not d_rs[0, :3].any() and not d_rs[0, 4:].any()
     d_obs, _ = grads(y[0, 2])
     assert (d_obs[0, :3].abs().sum(-1) > 0).all() and not d_obs[0, 3:].any()
+
+
+@pytest.mark.parametrize("python_based", [False, True])
+def test_single_layer_recurrent_pass_is_the_same_with_and_without_gradients(python_based):
+    """One layer with gradients runs on the padded segments, otherwise on packed ones: same numbers."""
+    module = make_gru(num_layers=1, python_based=python_based)
+    td = random_td([3, 7], layers=1)
+    with set_recurrent_mode(True):
+        with_grad = module(td.clone())
+        with torch.no_grad():
+            without = module(td.clone())
+    torch.testing.assert_close(with_grad["features"], without["features"], **TOL)
+    torch.testing.assert_close(with_grad["next", "rs"], without["next", "rs"], **TOL)
+    starts = segment_starts(td["is_init"])
+    for b in range(3):  # and both are the formula cell restarted at each segment
+        h = None
+        for t in range(7):
+            if starts[b, t]:
+                h = td["rs"][b, t][None]
+            y, h = reference_step(module.gru, td["obs"][b, t][None], h)
+            torch.testing.assert_close(with_grad["features"][b, t], y[0], **TOL)
+    ends = torch.cat([starts[:, 1:], torch.ones(3, 1, dtype=torch.bool)], 1)
+    assert not with_grad["next", "rs"][~ends].any() and with_grad["next", "rs"][ends].abs().sum(-1).all()
+
+
+def test_single_layer_gradients_stop_at_resets():
+    module = make_gru(num_layers=1)
+    obs = torch.randn(1, 6, 3, requires_grad=True)
+    rs = torch.randn(1, 6, 1, 5, requires_grad=True)
+    is_init = torch.zeros(1, 6, 1, dtype=torch.bool)
+    is_init[0, 3] = True
+    with set_recurrent_mode(True):
+        y = module(TensorDict(obs=obs, rs=rs, is_init=is_init, batch_size=[1, 6]))["features"]
+    d_obs, d_rs = torch.autograd.grad(y[0, -1].sum(), (obs, rs))
+    assert not d_obs[0, :3].any() and (d_obs[0, 3:].abs().sum(-1) > 0).all()
+    assert d_rs[0, 3].abs().sum() > 0 and not d_rs[0, :3].any() and not d_rs[0, 4:].any()
