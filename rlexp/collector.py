@@ -11,17 +11,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 from tensordict import TensorDict
-from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
+from tensordict.nn import TensorDictModuleBase
 
-from rlexp.envs import TensorDictVectorEnv
+from rlexp.envs import Step, TensorDictVectorEnv, stack_steps
 from rlexp.policies.recurrent import RecurrentStates
+from rlexp.policies.step import PolicyStep
 
 MASK = ("collector", "mask")
 
 
-def to_device(td: TensorDict, device: torch.device) -> TensorDict:
-    """``td`` on ``device``; env tensordicts are already on the CPU, where ``.to`` would still copy (~17 us)."""
-    return td if device.type == "cpu" else td.to(device)
+def to_device(step: Step, device: torch.device) -> Step:
+    """``step`` on ``device``; env steps are already on the CPU."""
+    return step if device.type == "cpu" else {key: value.to(device) for key, value in step.items()}
 
 
 class Collector:
@@ -33,21 +34,19 @@ class Collector:
 
     def __init__(self, env: TensorDictVectorEnv, policy: TensorDictModuleBase, frames_per_batch: int,
                  device: torch.device, seed: int):
-        self.env, self.policy, self.device = env, policy, device
+        self.env, self.policy, self.device = env, PolicyStep(policy), device
         self.steps = frames_per_batch // env.num_envs
         self.states = RecurrentStates(policy)
-        self._td = self.states.reset(env.reset(seed=seed))
+        self._root = self.states.reset(env.reset(seed=seed))
 
     @torch.no_grad()
     def collect(self) -> TensorDict:
         steps = []
-        with set_interaction_type(InteractionType.RANDOM):
-            for _ in range(self.steps):
-                td = self.policy(to_device(self._td, self.device))
-                td, self._td = self.env.step_and_maybe_reset(td)
-                self.states.carry(td, self._td)
-                steps.append(td)
-        return to_device(torch.stack(steps, dim=-1), self.device)
+        for _ in range(self.steps):
+            step, self._root = self.env.step_and_maybe_reset(self.policy(to_device(self._root, self.device)))
+            self.states.carry(step, self._root)
+            steps.append(to_device(step, self.device))
+        return stack_steps(steps)
 
     def finished_episodes(self) -> dict[str, np.ndarray]:
         """Return, length and truncation flag of the episodes that ended since the last call."""
@@ -55,14 +54,14 @@ class Collector:
 
     def state_dict(self) -> dict:
         """The envs' state and the pending root tensordict (observation, recurrent states)."""
-        return {"env": self.env.state_dict(), "td": self._td}
+        return {"env": self.env.state_dict(), "root": dict(self._root)}
 
     def load_state_dict(self, state: dict, seed: int) -> None:
         """Continue exactly where ``state`` was taken, or from envs reset with ``seed`` if it holds no env state."""
         if self.env.load_state_dict(state["env"]):
-            self._td = state["td"]
+            self._root = dict(state["root"])
         else:
-            self._td = self.states.reset(self.env.reset(seed=seed))
+            self._root = self.states.reset(self.env.reset(seed=seed))
 
 
 class EpisodeCollector:
@@ -75,7 +74,7 @@ class EpisodeCollector:
 
     def __init__(self, env: TensorDictVectorEnv, policy: TensorDictModuleBase, group_size: int,
                  device: torch.device, seed: int, max_steps: int = 100_000):
-        self.env, self.policy, self.device = env, policy, device
+        self.env, self.policy, self.device = env, PolicyStep(policy), device
         self.group_size, self.max_steps = group_size, max_steps
         self.groups = env.num_envs // group_size
         self.states = RecurrentStates(policy)
@@ -85,24 +84,23 @@ class EpisodeCollector:
     @torch.no_grad()
     def collect(self) -> TensorDict:
         seeds = self.rng.integers(2**31, size=self.groups).repeat(self.group_size).tolist()
-        td = self.states.reset(self.env.reset(seed=seeds))
+        root = self.states.reset(self.env.reset(seed=seeds))
         running = torch.ones(self.env.num_envs, dtype=torch.bool)
         steps = []
-        with set_interaction_type(InteractionType.RANDOM):
-            while running.any():
-                if len(steps) == self.max_steps:
-                    raise RuntimeError(f"Episodes did not end within {self.max_steps} steps; give the env a time "
-                                       "limit (env.max_episode_steps) to collect whole episodes.")
-                td, next_td = self.env.step_and_maybe_reset(self.policy(to_device(td, self.device)))
-                self.states.carry(td, next_td)
-                td[MASK] = running.clone()
-                running &= ~td["next", "done"].squeeze(-1)
-                steps.append(td)
-                td = next_td
+        while running.any():
+            if len(steps) == self.max_steps:
+                raise RuntimeError(f"Episodes did not end within {self.max_steps} steps; give the env a time "
+                                   "limit (env.max_episode_steps) to collect whole episodes.")
+            step, next_root = self.env.step_and_maybe_reset(self.policy(to_device(root, self.device)))
+            self.states.carry(step, next_root)
+            step[MASK] = running.clone()
+            running &= ~step["next", "done"].squeeze(-1)
+            steps.append(to_device(step, self.device))
+            root = next_root
         self.env.pop_finished_episodes()  # padding episodes; the statistics come from the masked rollout
-        rollout = torch.stack(steps, dim=-1)
+        rollout = stack_steps(steps)
         self._record_episodes(rollout)
-        return to_device(rollout, self.device)
+        return rollout
 
     def finished_episodes(self) -> dict[str, np.ndarray]:
         episodes, self._episodes = self._episodes, {}
@@ -119,26 +117,25 @@ class EpisodeCollector:
     def _record_episodes(self, rollout: TensorDict) -> None:
         mask = rollout[MASK]
         truncated = (rollout["next", "truncated"].squeeze(-1) & mask).any(-1)
-        self._episodes = {"return": (rollout["next", "reward"].squeeze(-1) * mask).sum(-1).numpy(),
-                          "length": mask.sum(-1).numpy(), "truncated": truncated.numpy()}
+        self._episodes = {"return": (rollout["next", "reward"].squeeze(-1) * mask).sum(-1).cpu().numpy(),
+                          "length": mask.sum(-1).cpu().numpy(), "truncated": truncated.cpu().numpy()}
 
 
 @torch.no_grad()
 def evaluate(env: TensorDictVectorEnv, policy: TensorDictModuleBase, device: torch.device,
              seed: int | None = None) -> dict[str, torch.Tensor]:
     """One deterministic episode per sub-env: returns and lengths of each, shape ``[num_envs]``."""
-    states = RecurrentStates(policy)
-    td = states.reset(env.reset(seed=seed))
+    states, act = RecurrentStates(policy), PolicyStep(policy)
+    root = states.reset(env.reset(seed=seed))
     returns = torch.zeros(env.num_envs)
     lengths = torch.zeros(env.num_envs, dtype=torch.long)
     running = torch.ones(env.num_envs, dtype=torch.bool)
-    with set_interaction_type(InteractionType.DETERMINISTIC):
-        while running.any():
-            td, next_td = env.step_and_maybe_reset(policy(to_device(td, device)))
-            states.carry(td, next_td)
-            returns += td["next", "reward"].squeeze(-1).cpu() * running
-            lengths += running
-            running &= ~td["next", "done"].squeeze(-1).cpu()
-            td = next_td
+    while running.any():
+        step, next_root = env.step_and_maybe_reset(act(to_device(root, device), deterministic=True))
+        states.carry(step, next_root)
+        returns += step["next", "reward"].squeeze(-1) * running
+        lengths += running
+        running &= ~step["next", "done"].squeeze(-1)
+        root = next_root
     env.pop_finished_episodes()
     return {"episode_return": returns, "episode_length": lengths}

@@ -11,7 +11,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,6 @@ import rlexp.objectives.value  # noqa: F401  (registers the built-in value estim
 import rlexp.policies  # noqa: F401  (registers the built-in policies)
 from rlexp.checkpoint import FINAL, PERIODIC_DIR, rng_states, save_checkpoint, save_periodic, set_rng_states
 from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
-from rlexp.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
 from rlexp.loggers import Logger
 from rlexp.modules import set_recurrent_mode
 from rlexp.objectives import GRPOLoss
@@ -71,7 +70,7 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
             "sum rewards over steps twice. Use value_estimator=td0 or replay_transform=none.")
     reference = ReferencePolicy.for_loss(loss_module, actor)
     sequence_length = minibatch_sequence_length(cfg, actor, critic)
-    optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps)
+    optimizer = torch.optim.Adam(loss_module.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps, fused=True)
     if cfg.collector.group_size:
         collector = EpisodeCollector(env, actor, cfg.collector.group_size, device, seed=cfg.seed)
     else:
@@ -123,18 +122,19 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
                     continue
             with torch.no_grad(), set_recurrent_mode(True):  # a recurrent critic runs over whole rows
                 loss_module.value_estimator(rollout)  # writes advantage (and value_target, state_value)
-            buffer = minibatch_buffer(rollout, cfg.optim.num_minibatches, sequence_length)
+            minibatches = Minibatches(rollout, cfg.optim.num_minibatches, sequence_length)
 
             loss_outputs = []
             for _epoch in range(cfg.optim.ppo_epochs):
-                for minibatch in buffer:
+                for minibatch in minibatches:
                     loss_td = loss_module(minibatch)
                     loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
                     optimizer.zero_grad()
                     fault = non_finite_loss_terms(loss_td) if not torch.isfinite(loss) else None
                     if fault is None:
                         loss.backward()
-                        grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), cfg.optim.max_grad_norm)
+                        grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), cfg.optim.max_grad_norm,
+                                                                   foreach=True)
                         fault = non_finite_gradients(loss_module) if not torch.isfinite(grad_norm) else None
                     if fault is not None:  # the step would spread it: skip the update, or stop
                         if cfg.trainer.on_nan == "skip":
@@ -143,16 +143,15 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
                         save_checkpoint({**checkpoint_state(), "resumable": False}, run_dir / FINAL)
                         raise NonFiniteLoss(fault, progress.iteration, progress.frames)
                     optimizer.step()
-                    loss_outputs.append(loss_td.detach().apply(lambda x: x.float().mean()).set("grad_norm", grad_norm))
+                    values = [value.detach().float().mean() for value in loss_td.values()]
+                    loss_outputs.append(torch.stack([*values, grad_norm]))
 
             elapsed = time.perf_counter() - start
             progress.train_seconds += elapsed
             metrics = {"train/lr": lr, "train/fps": new_frames / elapsed, "train/iteration": progress.iteration,
                        "train/seconds": progress.train_seconds} | episode_metrics(collector)
-            if loss_outputs:
-                means = torch.stack(loss_outputs).apply(lambda x: x.mean(), batch_size=[])
-                metrics |= {key: value.item() for key, value in means.items() if key != "grad_norm"}
-                metrics["train/grad_norm"] = means["grad_norm"].item()
+            if loss_outputs:  # loss_td's entries (same keys every minibatch) and the gradient norm, averaged
+                metrics |= dict(zip([*loss_td.keys(), "train/grad_norm"], torch.stack(loss_outputs).mean(0).tolist()))
             if cfg.trainer.on_nan == "skip":
                 metrics["train/skipped_batches"] = progress.skipped_batches
             if hasattr(loss_module.value_estimator, "group_statistics"):
@@ -208,28 +207,34 @@ def n_step_rollout(transform, rollout: TensorDict) -> TensorDict | None:
     return rollout
 
 
-def minibatch_buffer(rollout: TensorDict, num_minibatches: int, sequence_length: int | None = None) -> ReplayBuffer:
-    """The rollout in a buffer whose iteration is one epoch of ``num_minibatches`` shuffled minibatches.
+class Minibatches:
+    """The rollout as minibatches: each iteration over it is one epoch of ``num_minibatches`` shuffled ones.
 
     Feed-forward policies (``sequence_length=None``): the valid frames, one by one. Recurrent
     policies: contiguous ``[sequence_length]`` time slices of the ``[num_envs, T]`` rollout (whole
     rows for 0), so a minibatch is ``[slices, sequence_length]`` and each slice restarts the GRU
     from the state stored at its first step. Masked rollouts (GRPO) keep whole rows; the loss
-    ignores their padding through ``("collector", "mask")``.
+    ignores their padding through ``("collector", "mask")``. The ``"next"`` entries are left out:
+    the advantages are computed, so no loss reads them, and every minibatch index copies less.
     """
-    masked = MASK in rollout.keys(True)
-    if sequence_length is None:
-        batch = rollout[rollout[MASK]] if masked else rollout.reshape(-1)
-    else:
-        steps = rollout.shape[-1]
-        length = steps if masked or not sequence_length else sequence_length
-        if steps % length:
-            raise ConfigError(f"optim.sequence_length={length} does not divide the {steps} steps per env of a rollout.")
-        batch = rollout.reshape(-1, length)
-    buffer = ReplayBuffer(storage=LazyTensorStorage(len(batch), device=batch.device or "cpu"),
-                          sampler=SamplerWithoutReplacement(), batch_size=math.ceil(len(batch) / num_minibatches))
-    buffer.extend(batch)
-    return buffer
+
+    def __init__(self, rollout: TensorDict, num_minibatches: int, sequence_length: int | None = None):
+        rollout = rollout.exclude("next")
+        masked = MASK in rollout.keys(True)
+        if sequence_length is None:
+            self.batch = rollout[rollout[MASK]] if masked else rollout.reshape(-1)
+        else:
+            steps = rollout.shape[-1]
+            length = steps if masked or not sequence_length else sequence_length
+            if steps % length:
+                raise ConfigError(f"optim.sequence_length={length} does not divide the {steps} steps per env of a "
+                                  "rollout.")
+            self.batch = rollout.reshape(-1, length)
+        self.size = math.ceil(len(self.batch) / num_minibatches)
+
+    def __iter__(self) -> Iterator[TensorDict]:
+        for index in torch.randperm(len(self.batch), device=self.batch.device).split(self.size):
+            yield self.batch[index]
 
 
 def minibatch_sequence_length(cfg: DictConfig, actor, critic) -> int | None:

@@ -9,7 +9,7 @@ from rlexp.collector import MASK
 from rlexp.data import MultiStepTransform
 from rlexp.loggers import Logger
 from rlexp.registry import ConfigError
-from rlexp.trainer import minibatch_buffer, n_step_rollout, train
+from rlexp.trainer import Minibatches, n_step_rollout, train
 
 
 def rollout(terminated_at: list[int], T: int = 8) -> TensorDict:
@@ -35,12 +35,12 @@ def test_n_step_windows_carry_the_termination_at_their_last_step():
     assert "window_terminated" not in out["next"].keys()
 
 
-def test_minibatch_buffer_visits_every_valid_frame_once_per_epoch():
+def test_minibatches_visit_every_valid_frame_once_per_epoch():
     data = TensorDict({"x": torch.arange(12.0).view(3, 4), MASK: torch.arange(12).view(3, 4) % 4 != 3},
                       batch_size=[3, 4])
-    buffer = minibatch_buffer(data, num_minibatches=4)
+    minibatches = Minibatches(data, num_minibatches=4)
     for _ in range(2):
-        seen = torch.cat([minibatch["x"] for minibatch in buffer])
+        seen = torch.cat([minibatch["x"] for minibatch in minibatches])
         assert sorted(seen.tolist()) == [x for x in range(12) if x % 4 != 3]
 
 

@@ -1,8 +1,10 @@
-"""A gymnasium vector env that speaks tensordict in torchrl's layout.
+"""A gymnasium vector env that speaks tensordict's keys and torchrl's layout, one step at a time.
 
-Each step yields a tensordict ``[num_envs]`` with root ``observation, action, done, terminated,
-truncated, is_init`` (plus whatever the policy wrote) and ``("next", observation | reward | done |
-terminated | truncated)``. ``("next", "observation")`` is always the observation the action led to,
+Each step yields a flat dict of ``[num_envs, ...]`` tensors keyed by tensordict keys: root
+``observation, action, done, terminated, truncated, is_init`` (plus whatever the policy wrote) and
+``("next", observation | reward | done | terminated | truncated)``. ``stack_steps`` turns a list of
+them into the ``[num_envs, T]`` rollout TensorDict. (Plain dicts, because building TensorDicts per
+step costs several times more than stepping CartPole.) ``("next", "observation")`` is always the observation the action led to,
 also when the episode ended: a truncated episode bootstraps from its true final observation, never
 from the first observation of the next episode, which only appears as the next root observation
 (with ``is_init`` set).
@@ -17,9 +19,19 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
-from tensordict import TensorDict
+from tensordict import NestedKey, TensorDict
 
 from rlexp.registry import ConfigError
+
+Step = dict[NestedKey, torch.Tensor]
+
+
+def stack_steps(steps: list[Step]) -> TensorDict:
+    """Steps ``[num_envs]`` -> one TensorDict ``[num_envs, T]``, time last (torchrl's rollout layout)."""
+    rollout = TensorDict(batch_size=[len(steps[0]["observation"]), len(steps)])
+    for key in steps[0]:
+        rollout.set(key, torch.stack([step[key] for step in steps], dim=1))
+    return rollout
 
 
 class TensorDictVectorEnv:
@@ -42,16 +54,16 @@ class TensorDictVectorEnv:
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def reset(self, seed: int | list[int] | None = None) -> TensorDict:
+    def reset(self, seed: int | list[int] | None = None) -> Step:
         """Reset every sub-env; a list gives one seed per sub-env (equal seeds, equal initial states)."""
         obs, _ = self.env.reset(seed=seed)
         self._episode_return[:] = 0
         self._episode_length[:] = 0
         return self._root(obs, is_init=~self._zeros)
 
-    def step_and_maybe_reset(self, td: TensorDict) -> tuple[TensorDict, TensorDict]:
-        """Step with ``td["action"]``; return ``td`` with its ``"next"`` entry and the next root td."""
-        obs, reward, terminated, truncated, info = self.env.step(self._env_action(td["action"]))
+    def step_and_maybe_reset(self, step: Step) -> tuple[Step, Step]:
+        """Step with ``step["action"]``; return ``step`` with its ``"next"`` entries and the next root."""
+        obs, reward, terminated, truncated, info = self.env.step(self._env_action(step["action"]))
         done = terminated | truncated
         final_obs = obs
         if done.any():
@@ -59,17 +71,12 @@ class TensorDictVectorEnv:
             final_obs[done] = np.stack(info["final_obs"][done])
         self._track_episodes(reward, done, truncated)
         as_flag = lambda x: torch.from_numpy(x).unsqueeze(-1)  # noqa: E731
-        td.update({"next": TensorDict(  # update keeps the policy's own "next" entries (recurrent states)
-            {
-                "observation": torch.as_tensor(final_obs, dtype=torch.float32),
-                "reward": torch.as_tensor(reward, dtype=torch.float32).unsqueeze(-1),
-                "done": as_flag(done),
-                "terminated": as_flag(terminated),
-                "truncated": as_flag(truncated),
-            },
-            batch_size=[self.num_envs],
-        )})
-        return td, self._root(obs, is_init=as_flag(done))
+        step["next", "observation"] = torch.as_tensor(final_obs, dtype=torch.float32)
+        step["next", "reward"] = torch.as_tensor(reward, dtype=torch.float32).unsqueeze(-1)
+        step["next", "done"] = as_flag(done)
+        step["next", "terminated"] = as_flag(terminated)
+        step["next", "truncated"] = as_flag(truncated)
+        return step, self._root(obs, is_init=as_flag(done))
 
     def pop_finished_episodes(self) -> dict[str, np.ndarray]:
         """Return, length and truncation flag of every episode finished since the last call."""
@@ -107,17 +114,10 @@ class TensorDictVectorEnv:
     def close(self) -> None:
         self.env.close()
 
-    def _root(self, obs: np.ndarray, is_init: torch.Tensor) -> TensorDict:
-        return TensorDict(
-            {
-                "observation": torch.as_tensor(obs, dtype=torch.float32),
-                "done": self._zeros.clone(),
-                "terminated": self._zeros.clone(),
-                "truncated": self._zeros.clone(),
-                "is_init": is_init,
-            },
-            batch_size=[self.num_envs],
-        )
+    def _root(self, obs: np.ndarray, is_init: torch.Tensor) -> Step:
+        zeros = self._zeros  # never written to in place: stacking copies
+        return {"observation": torch.as_tensor(obs, dtype=torch.float32), "done": zeros, "terminated": zeros,
+                "truncated": zeros, "is_init": is_init}
 
     def _env_action(self, action: torch.Tensor) -> np.ndarray:
         action = action.detach().cpu().numpy()

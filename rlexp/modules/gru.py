@@ -121,18 +121,21 @@ class GRUModule(TensorDictModuleBase):
         return hidden.reshape(-1, *self._state_shape)
 
     def _step(self, tensordict: TensorDictBase, is_init: Tensor) -> tuple[Tensor, Tensor]:
-        """Every element is an independent single step, from zeros where ``is_init``.
-
-        An ``nn.GRU`` runs as its ATen cell layer by layer: one step does not need its sequence
-        machinery, which costs more than the step itself at rollout batch sizes.
-        """
         x = tensordict.get(self.in_keys[0])
-        x = x.reshape(-1, x.shape[-1])
-        hidden = self._stored_hidden(tensordict, x).masked_fill(is_init.reshape(-1, 1, 1), 0)
+        return self.step(x.reshape(-1, x.shape[-1]), self._stored_hidden(tensordict, x), is_init)
+
+    def step(self, x: Tensor, hidden: Tensor, is_init: Tensor) -> tuple[Tensor, Tensor]:
+        """One independent step per row of ``x [N, F]`` from ``hidden [N, L·dirs, H]``, zeroed where ``is_init``.
+
+        Returns ``(output [N, H·dirs], next hidden [N, L·dirs, H])``. An ``nn.GRU`` runs as its ATen
+        cell layer by layer: one step does not need its sequence machinery, which costs more than
+        the step itself at rollout batch sizes.
+        """
+        hidden = hidden.reshape(-1, *self._state_shape).masked_fill(is_init.reshape(-1, 1, 1), 0)
         gru = self.gru
         if not isinstance(gru, nn.GRU) or gru.bidirectional:
             output, h_n = gru(x.unsqueeze(1), hidden.transpose(0, 1).contiguous())
-            return output, h_n.transpose(0, 1)
+            return output.squeeze(1), h_n.transpose(0, 1)
         layers = []
         for k in range(gru.num_layers):
             if k and gru.dropout:

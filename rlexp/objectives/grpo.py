@@ -10,6 +10,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 
+from rlexp.modules.tensor_calls import get_dist
 from rlexp.objectives.clip_ppo import clip_epsilon_pair, effective_sample_size
 from rlexp.objectives.common import LossModule
 from rlexp.objectives.distribution_terms import entropy
@@ -167,7 +168,7 @@ class GRPOLoss(LossModule):
         prev = td[keys.sample_log_prob]
         if prev.requires_grad:
             raise RuntimeError(f"The stored log-prob {keys.sample_log_prob!r} must not require grad.")
-        dist = self.actor_network.get_dist(td)
+        dist = get_dist(self.actor_network, td)
         log_prob = dist.log_prob(action)
         if prev.shape != log_prob.shape:
             raise ValueError(f"The stored log-prob {keys.sample_log_prob!r} has shape {tuple(prev.shape)}, the "

@@ -15,6 +15,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
 from tensordict.utils import NestedKey
 
+from rlexp.modules.tensor_calls import call_module, get_dist
 from rlexp.objectives.advantage_utils import broadcast_advantage, normalize_advantage
 from rlexp.objectives.common import LossModule
 from rlexp.objectives.critic_loss import CRITIC_LOSS_TYPES, clipped_value_loss, distance_loss, explained_variance
@@ -217,7 +218,7 @@ class PPOLoss(LossModule):
         if action.requires_grad:
             raise RuntimeError(f"The stored action {keys.action!r} must not require grad.")
         with self._params_of("actor_network"):
-            dist = self.actor_network.get_dist(td)
+            dist = get_dist(self.actor_network, td)
         log_prob = dist.log_prob(action)
         delta = None
         if self.delay_actor:
@@ -257,7 +258,7 @@ class PPOLoss(LossModule):
         target = tensordict[keys.value_target]
         old_value = tensordict[keys.value] if self.clip_value is not None else None
         with self._params_of("critic_network"):
-            value = self.critic_network(tensordict.select(*self.critic_network.in_keys))[keys.value]
+            value = call_module(self.critic_network, tensordict.select(*self.critic_network.in_keys))[keys.value]
         clip_fraction = None
         if old_value is not None:
             loss, clip_fraction = clipped_value_loss(target, value, old_value, self.clip_value, self.loss_critic_type)

@@ -7,10 +7,11 @@ the next step. For a feed-forward policy it holds nothing and costs nothing.
 
 from __future__ import annotations
 
-from tensordict import TensorDictBase
+import torch
 from tensordict.nn import TensorDictModuleBase, TensorDictSequential
 from torch import nn
 
+from rlexp.envs import Step
 from rlexp.modules import GRUModule, RecurrentStatePrimer
 
 
@@ -33,17 +34,26 @@ class RecurrentStates:
     def __bool__(self) -> bool:
         return bool(self.primers)
 
-    def reset(self, root: TensorDictBase) -> TensorDictBase:
-        """Zero the states of the envs that start an episode (``is_init``) in an env's root tensordict."""
+    def reset(self, root: Step) -> Step:
+        """Zero the states of the envs that start an episode (``is_init``) in an env's root step."""
         for primer in self.primers:
-            primer.reset(root)
+            starts = root[primer.is_init_key].to(torch.bool)
+            for key, spec in primer.primers.items():
+                current = root.get(key)
+                if current is None:
+                    root[key] = torch.zeros(len(starts), *spec.shape, dtype=spec.dtype, device=spec.device)
+                else:
+                    root[key] = current.masked_fill(starts.to(current.device).reshape(-1, *[1] * len(spec.shape)), 0)
         return root
 
-    def carry(self, step: TensorDictBase, next_root: TensorDictBase) -> TensorDictBase:
+    def carry(self, step: Step, next_root: Step) -> Step:
         """Move each ``step["next", state]`` to ``next_root[state]``, zeroed where ``next_root`` starts anew."""
         for primer in self.primers:
-            primer.carry(step, next_root)
-        return next_root
+            for key in primer.primers:
+                state = step.get(("next", *((key,) if isinstance(key, str) else key)))
+                if state is not None:
+                    next_root[key] = state
+        return self.reset(next_root)
 
 
 def rollout_policy(actor: TensorDictModuleBase, critic: TensorDictModuleBase | None) -> TensorDictModuleBase:

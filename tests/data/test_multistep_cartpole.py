@@ -7,6 +7,7 @@ StepCounter does: 0 at an episode start, ``("next", "step_count") = step_count +
 import torch
 
 from rlexp.data import LazyTensorStorage, MultiStepTransform, ReplayBuffer
+from rlexp.envs import stack_steps
 from rlexp.envs.gym import make_gym_env
 
 
@@ -27,7 +28,7 @@ def test_step_count_pattern_of_the_seed_example():
             count = torch.where(td["next", "done"], 0, count + 1)
             steps.append(td)
             td = next_td
-        rollout = torch.stack(steps, dim=-1)  # [2, 50], as rlexp's collector builds it
+        rollout = stack_steps(steps)  # [2, 50], as rlexp's collector builds it
         history.append(rollout)
         rb.extend(rollout)
     env.close()

@@ -18,8 +18,8 @@ def test_masked_env_shows_the_chosen_entries_of_the_full_observation(env_id, ind
     for _ in range(12):
         torch.testing.assert_close(td_masked["observation"], td_full["observation"][:, indices])
         action = torch.as_tensor(full.action_space.sample()).expand(3, *full.action_space.shape).clone()
-        step_full, td_full = full.step_and_maybe_reset(td_full.set("action", action))
-        step_masked, td_masked = masked.step_and_maybe_reset(td_masked.set("action", action.clone()))
+        step_full, td_full = full.step_and_maybe_reset({**td_full, "action": action})
+        step_masked, td_masked = masked.step_and_maybe_reset({**td_masked, "action": action.clone()})
         torch.testing.assert_close(step_masked["next", "observation"], step_full["next", "observation"][:, indices])
         ends += int(step_full["next", "done"].sum())
     assert ends > 0  # final observations of ended episodes were compared too
@@ -43,8 +43,8 @@ def test_scaled_observations_and_bounds():
     for _ in range(8):
         torch.testing.assert_close(td_scaled["observation"], td_full["observation"][:, [2, 0]] * scale)
         action = torch.ones(3, dtype=torch.long)
-        step_full, td_full = full.step_and_maybe_reset(td_full.set("action", action))
-        step_scaled, td_scaled = scaled.step_and_maybe_reset(td_scaled.set("action", action.clone()))
+        step_full, td_full = full.step_and_maybe_reset({**td_full, "action": action})
+        step_scaled, td_scaled = scaled.step_and_maybe_reset({**td_scaled, "action": action.clone()})
         expected = step_full["next", "observation"][:, [2, 0]] * scale
         torch.testing.assert_close(step_scaled["next", "observation"], expected)
     only_scaled = make_gym_env(id="CartPole-v1", num_envs=2, observation_scale=[1, 2, 3, 4])

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlexp.envs import stack_steps
 from rlexp.envs.gym import make_gym_env
 from rlexp.registry import ConfigError
 
@@ -37,7 +38,7 @@ def rollout(env, steps, seed, sample_action):
         td, next_td = env.step_and_maybe_reset(td)
         out.append(td)
         td = next_td
-    return torch.stack(out, dim=-1)
+    return stack_steps(out)
 
 
 def test_layout_keys_shapes_and_dtypes():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tensordict import TensorDict
 from tensordict.nn import InteractionType, set_interaction_type
 
 import rlexp.policies  # noqa: F401  (registers the built-in policies)
@@ -12,7 +13,7 @@ from rlexp.modules import set_recurrent_mode
 from rlexp.objectives.value import GAE
 from rlexp.policies import RecurrentStates, rollout_policy
 from rlexp.registry import policies
-from rlexp.trainer import minibatch_buffer, train
+from rlexp.trainer import Minibatches, train
 from support import compose_config
 
 CPU = torch.device("cpu")
@@ -43,7 +44,7 @@ def test_builds_actor_and_critic_for_discrete_and_box_actions(env_id):
     env = make_gym_env(id=env_id, num_envs=2)
     for shared in (False, True):
         actor, critic = build(env, shared_trunk=shared)
-        td = RecurrentStates(actor, critic).reset(env.reset(seed=0))
+        td = TensorDict(RecurrentStates(actor, critic).reset(env.reset(seed=0)), batch_size=[2])
         critic(actor(td))
         assert td["action"].shape == (2, *env.action_space.shape)
         assert td["action_log_prob"].shape == (2,) and td["state_value"].shape == (2, 1)
@@ -105,7 +106,7 @@ def test_minibatches_are_contiguous_slices_replayed_from_their_stored_state():
     rollout["env_index"] = torch.arange(4)[:, None].expand(4, 24)
     rollout["step_index"] = torch.arange(24).expand(4, 24)
     seen, shapes = [], []
-    for batch in minibatch_buffer(rollout, num_minibatches=3, sequence_length=6):
+    for batch in Minibatches(rollout, num_minibatches=3, sequence_length=6):
         shapes.append(tuple(batch.shape))
         env_index, step_index = batch["env_index"], batch["step_index"]
         assert (env_index == env_index[:, :1]).all()
@@ -115,7 +116,7 @@ def test_minibatches_are_contiguous_slices_replayed_from_their_stored_state():
         seen += (env_index * 24 + step_index).flatten().tolist()
     assert shapes == [(6, 6), (6, 6), (4, 6)]  # 16 slices of 6 steps in 3 minibatches
     assert sorted(seen) == list(range(96))  # one epoch visits every frame once
-    rows = list(minibatch_buffer(rollout, num_minibatches=2, sequence_length=0))
+    rows = list(Minibatches(rollout, num_minibatches=2, sequence_length=0))
     assert [b.shape for b in rows] == [(2, 24), (2, 24)]
 
 
@@ -124,7 +125,7 @@ def test_grpo_rows_stay_whole_with_their_mask():
     actor, _ = build(env, critic=False)
     rollout = EpisodeCollector(env, actor, group_size=2, device=CPU, seed=0).collect()
     assert not rollout["actor_state"][:, 0].any()
-    batches = list(minibatch_buffer(rollout, num_minibatches=2, sequence_length=4))
+    batches = list(Minibatches(rollout, num_minibatches=2, sequence_length=4))
     assert [b.shape for b in batches] == [(2, rollout.shape[1])] * 2
     assert sorted(b[MASK].sum().item() for b in batches) != [0, 0]
     for batch in batches:
@@ -136,8 +137,15 @@ def test_evaluate_feeds_the_policy_primed_and_carried_states():
     actor, _ = build(env, critic=False)
     gru = actor.module[0]
     inputs, outputs = [], []
-    gru.register_forward_pre_hook(lambda module, args: inputs.append(args[0].select("actor_state", "is_init").clone()))
-    gru.register_forward_hook(lambda module, args, out: outputs.append(out["next", "actor_state"].clone()))
+    step = gru.step
+
+    def recorded_step(x, hidden, is_init):  # the evaluation loop steps the GRU through GRUModule.step
+        inputs.append({"actor_state": hidden.clone(), "is_init": is_init.clone()})
+        output, next_hidden = step(x, hidden, is_init)
+        outputs.append(next_hidden.clone())
+        return output, next_hidden
+
+    gru.step = recorded_step
     evaluate(env, actor, CPU, seed=5)
     assert len(inputs) >= 2
     for t, step in enumerate(inputs):

@@ -1,0 +1,130 @@
+"""Run a tensordict module's networks on its tensors directly, without TensorDictModule's bookkeeping.
+
+At RL batch sizes a TensorDictModule call costs several times its network: tensordict 0.14 passes
+every output through ``TensorDict.from_any``, which looks for pandas on ``sys.path`` (~100 us per
+output), besides its key handling. ``module_calls`` reads a module's structure once (sequences of
+``TensorDictModule``, ``GRUModule`` and ``ProbabilisticTensorDictModule``) and returns calls that read
+and write the same keys, with the same numbers, in a dict or a TensorDict. It returns None for any
+other module, whose callers then use the module itself.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, MutableMapping
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import (InteractionType, ProbabilisticTensorDictModule, ProbabilisticTensorDictSequential,
+                           TensorDictModule, TensorDictModuleBase, TensorDictSequential)
+
+from rlexp.modules.gru import GRUModule
+
+Data = MutableMapping  # a flat dict of tensors keyed by tensordict keys, or a TensorDict
+Call = Callable[[Data, bool], None]  # (data, deterministic): writes the module's outputs into data
+
+
+def module_calls(module: TensorDictModuleBase, *, step: bool) -> list[Call] | None:
+    """Calls reproducing ``module``'s forward, or None if a part is not understood.
+
+    ``step=True``: every element is one env step on a flat dict (a GRU steps once from the stored
+    state). ``step=False``: the data is a TensorDict and a GRU runs its own forward (recurrent mode).
+    """
+    if isinstance(module, TensorDictSequential):
+        if getattr(module, "_selected_out_keys", None) or getattr(module, "partial_tolerant", False):
+            return None
+        calls = [module_calls(sub, step=step) for sub in module.module]
+        return None if any(c is None for c in calls) else [call for sub in calls for call in sub]
+    if isinstance(module, GRUModule):
+        return [_gru_step(module) if step else lambda data, deterministic: module(data)]
+    if isinstance(module, ProbabilisticTensorDictModule):
+        return _sampler(module)
+    if type(module) is TensorDictModule and module._kwargs is None and not module.method_kwargs \
+            and getattr(module, "method", None) in (None, "forward") and module.inplace is True:
+        return [_network(module)]
+    return None
+
+
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cached_calls(module: TensorDictModuleBase) -> list[Call] | None:
+    """``module_calls(module, step=False)``, worked out once per module."""
+    if module not in _cache:
+        _cache[module] = module_calls(module, step=False)
+    return _cache[module]
+
+
+def call_module(module: TensorDictModuleBase, td: TensorDictBase) -> TensorDictBase:
+    """``module(td)`` (outputs written into ``td``) through its tensor calls where it has them."""
+    calls = cached_calls(module)
+    if calls is None:
+        return module(td)
+    for call in calls:
+        call(td, False)
+    return td
+
+
+def get_dist(actor: TensorDictModuleBase, td: TensorDictBase) -> torch.distributions.Distribution:
+    """``actor.get_dist(td)``: its parameter modules write into ``td``, its last module builds the distribution."""
+    if not isinstance(actor, ProbabilisticTensorDictSequential) or cached_calls(actor) is None:
+        return actor.get_dist(td)
+    for sub in actor.module[:-1]:
+        call_module(sub, td)
+    return actor.module[-1].get_dist(td)
+
+
+def _network(module: TensorDictModule) -> Call:
+    network, in_keys, out_keys = module.module, list(module.in_keys), list(module.out_keys)
+
+    def call(data: Data, deterministic: bool) -> None:
+        out = network(*(data[key] for key in in_keys))
+        for key, value in zip(out_keys, out if isinstance(out, tuple) else (out,)):
+            data[key] = value
+    return call
+
+
+def _gru_step(module: GRUModule) -> Call:
+    (x_key, hidden_key, init_key), (out_key, next_key) = module.in_keys, module.out_keys
+
+    def call(data: Data, deterministic: bool) -> None:
+        x = data[x_key]
+        hidden = data.get(hidden_key)
+        if hidden is None:
+            hidden = x.new_zeros(len(x), *module._state_shape)
+        data[out_key], data[next_key] = module.step(x, hidden, data[init_key].to(torch.bool))
+    return call
+
+
+def _sampler(module: ProbabilisticTensorDictModule) -> list[Call] | None:
+    """Sample the module's distribution from its parameters; write the sample and its log-prob."""
+    if len(module.dist_sample_keys) != 1 or module.num_samples is not None:
+        return None
+    param_keys = list(zip(module.dist_keys, module.in_keys))
+    (sample_key,) = module.dist_sample_keys
+    log_prob_key = module.log_prob_key if module.return_log_prob else None
+    if module.distribution_class is torch.distributions.Categorical and [k for k, _ in param_keys] == ["logits"]:
+        return [_categorical(param_keys[0][1], sample_key, log_prob_key)]
+
+    def call(data: Data, deterministic: bool) -> None:
+        params = {dist_key if isinstance(dist_key, str) else dist_key[-1]: data[key] for dist_key, key in param_keys}
+        dist = module.distribution_class(**params, **module.distribution_kwargs)
+        mode = InteractionType.DETERMINISTIC if deterministic else InteractionType.RANDOM
+        data[sample_key] = sample = module._dist_sample(dist, interaction_type=mode)  # tensordict's own rule
+        if log_prob_key is not None:
+            data[log_prob_key] = dist.log_prob(sample)
+    return [call]
+
+
+def _categorical(logits_key, sample_key, log_prob_key) -> Call:
+    """``Categorical(logits=...)`` without the distribution object: the same draw, mode and log-prob."""
+    def call(data: Data, deterministic: bool) -> None:
+        log_p = data[logits_key].log_softmax(-1)
+        if deterministic:
+            sample = log_p.argmax(-1)
+        else:
+            sample = torch.multinomial(log_p.exp().reshape(-1, log_p.shape[-1]), 1, True).reshape(log_p.shape[:-1])
+        data[sample_key] = sample
+        if log_prob_key is not None:
+            data[log_prob_key] = log_p.gather(-1, sample.unsqueeze(-1)).squeeze(-1)
+    return call

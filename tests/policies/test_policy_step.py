@@ -1,0 +1,84 @@
+"""PolicyStep writes the keys and numbers of the tensordict call it replaces, for every built-in policy."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import InteractionType, TensorDictModule, set_interaction_type
+
+import rlexp.policies  # noqa: F401  (registers the built-in policies)
+from rlexp.collector import Collector
+from rlexp.envs.gym import make_gym_env
+from rlexp.modules import set_recurrent_mode
+from rlexp.modules.tensor_calls import call_module, get_dist
+from rlexp.policies import RecurrentStates, rollout_policy
+from rlexp.policies.step import PolicyStep
+from rlexp.registry import policies
+
+CASES = [("CartPole-v1", {"name": "mlp"}), ("Pendulum-v1", {"name": "mlp"}),
+         ("Pendulum-v1", {"name": "mlp", "distribution": "tanh_normal"}),
+         ("CartPole-v1", {"name": "gru", "hidden_size": 8, "head_sizes": [8]}),
+         ("Pendulum-v1", {"name": "gru", "hidden_size": 8, "head_sizes": [8], "num_layers": 2})]
+
+
+def steps_both_ways(policy, root, deterministic):
+    """(tensordict call's leaves, PolicyStep's dict) from the same inputs and the same RNG state."""
+    mode = InteractionType.DETERMINISTIC if deterministic else InteractionType.RANDOM
+    torch.manual_seed(1)
+    with torch.no_grad(), set_interaction_type(mode):
+        expected = policy(TensorDict(dict(root), batch_size=[len(root["observation"])]))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        got = PolicyStep(policy)(dict(root), deterministic=deterministic)
+    return dict(expected.items(include_nested=True, leaves_only=True)), got
+
+
+@pytest.mark.parametrize("env_id, config", CASES)
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_same_keys_and_values_as_the_tensordict_call(env_id, config, deterministic):
+    env = make_gym_env(id=env_id, num_envs=5)
+    torch.manual_seed(0)
+    actor, critic = policies.build(config, env.observation_space, env.action_space)
+    policy = rollout_policy(actor, critic)
+    assert PolicyStep(policy).calls is not None  # the built-in policies all take the tensor path
+    states = RecurrentStates(policy)
+    root = states.reset(env.reset(seed=0))
+    for _ in range(3):  # later steps read carried (non-zero) recurrent states
+        expected, got = steps_both_ways(policy, root, deterministic)
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6, msg=f"{key}")
+        step, root = env.step_and_maybe_reset(got)
+        states.carry(step, root)
+
+
+@pytest.mark.parametrize("env_id, config", CASES)
+def test_loss_side_calls_match_the_modules_on_rollout_batches(env_id, config):
+    """get_dist / call_module (used by the losses) against the modules' own calls, GRUs in recurrent mode."""
+    env = make_gym_env(id=env_id, num_envs=3, max_episode_steps=7)
+    torch.manual_seed(0)
+    actor, critic = policies.build(config, env.observation_space, env.action_space)
+    rollout = Collector(env, rollout_policy(actor, critic), 3 * 16, torch.device("cpu"), seed=0).collect()
+    with torch.no_grad(), set_recurrent_mode(True):
+        expected = actor.get_dist(rollout.copy()).log_prob(rollout["action"])
+        torch.testing.assert_close(get_dist(actor, rollout.copy()).log_prob(rollout["action"]), expected,
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(call_module(critic, rollout.select(*critic.in_keys))["state_value"],
+                                   critic(rollout.select(*critic.in_keys))["state_value"], rtol=0, atol=0)
+
+
+class Doubler(TensorDictModule):
+    """A TensorDictModule subclass: PolicyStep cannot know its forward, so it calls it on a tensordict."""
+
+    def forward(self, tensordict):
+        return super().forward(tensordict).apply(lambda x: 2 * x)
+
+
+def test_unknown_modules_fall_back_to_the_tensordict_call():
+    env = make_gym_env(id="CartPole-v1", num_envs=3)
+    module = Doubler(torch.nn.Linear(4, 2), in_keys=["observation"], out_keys=["logits"])
+    root = env.reset(seed=0)
+    assert PolicyStep(module).calls is None
+    expected, got = steps_both_ways(module, root, deterministic=False)
+    assert set(got) == set(expected)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key])
