@@ -4,20 +4,21 @@ Runs ``rlexp.trainer.train`` in this process on the composed config (as the CLI 
 wrapped around the pieces of the loop -- nothing in rlexp is edited; the wrappers are installed for the
 duration of the run and removed afterwards (about 1 us of overhead per timed call) -- and prints:
 
-1. a breakdown table per config: env stepping, the env's TensorDict wrapper, policy calls in collection,
-   the rest of collection, value estimation, minibatch buffer and sampling, loss forward, backward,
-   zero_grad, grad clipping, Adam, per-minibatch bookkeeping, per-iteration metrics, evaluation, logging;
+1. a breakdown table per config: env stepping, the env's dict wrapper, policy calls in collection (``PolicyStep``),
+   rollout stacking (``stack_steps``), the rest of collection, value estimation, ``Minibatches`` construction and
+   iteration, loss forward, backward, zero_grad, grad clipping, Adam, per-minibatch bookkeeping, per-iteration
+   metrics, evaluation, logging; the parts sum to the loop's wall time;
 2. for CleanRL's settings, the same run of experiments/benchmarks/cleanrl_reference.py (its own timers) and
    the cost floor (experiments/benchmarks/cost_floor.py) per frame, side by side;
 3. start-up: wall time of ``python -c pass``, ``import torch``, ``python -m rlexp --help``, the imports a
    training run makes, and the top packages of ``python -X importtime``; W&B's ``init`` from the run;
-4. micro-benchmarks of the alternatives behind each optimisation opportunity (policy call paths,
-   distribution argument validation, rollout stacking, minibatch sampling, per-minibatch bookkeeping,
-   loss forward+backward against a lean functional loss, Adam implementations).
+4. micro-benchmarks of rlexp's hot-path pieces next to their alternatives (policy call paths, env step wrapper,
+   rollout stacking, minibatches, loss forward+backward against a lean functional loss, distribution argument
+   validation, per-minibatch bookkeeping, Adam implementations and grad clipping, value estimation).
 
-``--cprofile N`` adds a separate cProfile'd CleanRL-settings run (10k frames): its top N functions by own time and
-the cumulative time of the hot spots the report names (tensordict's per-output ``find_spec("pandas")``, ``td.to``,
-distribution validation, ...).
+``--cprofile N`` adds a separate cProfile'd CleanRL-settings run (10k frames, or --frames-cleanrl if fewer): its top N
+functions by own time and the cumulative time of the hot spots (``PolicyStep``, the env wrapper, ``stack_steps``,
+TensorDict indexing, the TensorDictModule calls left, distribution validation, ...).
 
 Run: ``.venv/bin/python experiments/benchmarks/profile_trainer.py [--frames-cleanrl 51200]
 [--frames-default 61440] [--skip-startup] [--skip-micro] [--cprofile 25] [--compile] [--write]`` (about 2-3
@@ -63,12 +64,13 @@ from speed_cartpole import cpu_name  # noqa: E402
 from rlexp.__main__ import new_run_id  # noqa: E402  (also registers the config's rlexp_root resolver)
 import rlexp.collector  # noqa: E402
 import rlexp.trainer  # noqa: E402
-from rlexp.data import ReplayBuffer  # noqa: E402
-from rlexp.envs import TensorDictVectorEnv  # noqa: E402
+from rlexp.envs import TensorDictVectorEnv, stack_steps  # noqa: E402
 from rlexp.loggers import RunInfo  # noqa: E402
 from rlexp.objectives.ppo import PPOLoss  # noqa: E402
 from rlexp.objectives.value.base import ValueEstimatorBase  # noqa: E402
+from rlexp.policies.step import PolicyStep  # noqa: E402
 from rlexp.registry import envs, losses, loggers, policies, value_estimators  # noqa: E402
+from rlexp.trainer import Minibatches, unchecked_distributions  # noqa: E402
 
 CONFIGS = {
     "cleanrl": ["+experiment=cleanrl_cartpole", "logger=none"],
@@ -89,7 +91,7 @@ class Timers:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.collect_starts: list[float] = []
-        self.buffer_ends: list[float] = []
+        self.minibatches_ends: list[float] = []  # Minibatches built: the update starts
         self.step_ends: list[float] = []  # the last optimizer step of each iteration
         self.train_start = self.train_end = 0.0
 
@@ -106,6 +108,13 @@ class Timers:
                 calls[key] += 1
 
         return timed
+
+    def add(self, name: str, start: float) -> float:
+        """Count one call of ``name`` that began at ``start``; return the time now."""
+        now = time.perf_counter()
+        self.seconds[name] += now - start
+        self.calls[name] += 1
+        return now
 
 
 @contextlib.contextmanager
@@ -132,20 +141,13 @@ def instrumented(timers: Timers):
 
     def collector_init_timed(self, env, policy, *args, **kwargs):
         collector_init(self, env, policy, *args, **kwargs)
-        self.policy = timers.wrap("policy", self.policy)
+        self.policy = timers.wrap("policy", self.policy)  # the PolicyStep the collector calls
 
     collect = rlexp.collector.Collector.collect
 
     def collect_timed(self):
         timers.collect_starts.append(time.perf_counter())
         return collect(self)
-
-    buffer = rlexp.trainer.minibatch_buffer
-
-    def buffer_timed(*args):
-        out = buffer(*args)
-        timers.buffer_ends.append(time.perf_counter())
-        return out
 
     def step_pre(optimizer, args, kwargs):
         timers.step_start = time.perf_counter()
@@ -154,7 +156,7 @@ def instrumented(timers: Timers):
         now = time.perf_counter()
         timers.seconds["optim_step"] += now - timers.step_start
         timers.calls["optim_step"] += 1
-        if len(timers.step_ends) < len(timers.buffer_ends):
+        if len(timers.step_ends) < len(timers.minibatches_ends):
             timers.step_ends.append(now)
         else:
             timers.step_ends[-1] = now
@@ -167,9 +169,9 @@ def instrumented(timers: Timers):
             (TensorDictVectorEnv, "step_and_maybe_reset", step_wrapper),
             (rlexp.collector.Collector, "__init__", collector_init_timed),
             (rlexp.collector.Collector, "collect", timers.wrap("collect", collect_timed)),
+            (rlexp.collector, "stack_steps", timers.wrap("stack_steps", stack_steps)),
             (ValueEstimatorBase, "forward", timers.wrap("value_estimator", ValueEstimatorBase.forward)),
-            (rlexp.trainer, "minibatch_buffer", timers.wrap("minibatch_buffer", buffer_timed)),
-            (ReplayBuffer, "sample", timers.wrap("sample", ReplayBuffer.sample)),
+            (rlexp.trainer, "Minibatches", timed_minibatches(timers)),
             (PPOLoss, "forward", timers.wrap("loss_forward", PPOLoss.forward)),
             (torch.Tensor, "backward", timers.wrap("backward", torch.Tensor.backward)),
             (torch.optim.Optimizer, "zero_grad", timers.wrap("zero_grad", torch.optim.Optimizer.zero_grad)),
@@ -184,6 +186,28 @@ def instrumented(timers: Timers):
         stack.callback(pre.remove)
         stack.callback(post.remove)
         yield
+
+
+def timed_minibatches(timers: Timers) -> type[Minibatches]:
+    """``Minibatches`` timing its construction ("minibatches") and each minibatch it yields ("minibatch_index")."""
+
+    class TimedMinibatches(Minibatches):
+        def __init__(self, *args, **kwargs):
+            start = time.perf_counter()
+            super().__init__(*args, **kwargs)
+            timers.minibatches_ends.append(timers.add("minibatches", start))
+
+        def __iter__(self):
+            batches = super().__iter__()
+            while True:
+                start = time.perf_counter()
+                batch = next(batches, None)  # an epoch's final (empty) next() counts as bookkeeping
+                if batch is None:
+                    return
+                timers.add("minibatch_index", start)
+                yield batch
+
+    return TimedMinibatches
 
 
 def timed_logger(cfg, run_dir: Path, timers: Timers) -> Callable:
@@ -240,14 +264,20 @@ def _fn(file_part: str, func: str):
 
 
 HOT_SPOTS = [
-    ("importlib.util.find_spec('pandas') from TensorDict.from_any (per module output)", _fn("importlib.util", "find_spec")),
-    ("TensorDict.from_any (TensorDictModule writes every output through it)", _fn("tensordict/base.py", "from_any")),
-    ("TensorDictBase.to (collector: td.to(device) every step, rollout.to)", _fn("tensordict/base.py", "to")),
-    ("TensorDict.__init__", _fn("tensordict/_td.py", "__init__")),
-    ("torch.distributions constraint checks (validate_args)", _fn("torch/distributions/constraints.py", "check")),
-    ("torch.distributions.Distribution.__init__ (incl. validation)", _fn("torch/distributions/distribution.py",
-                                                                        "__init__")),
+    ("PolicyStep.__call__ (policy calls, collection and evaluation)", _fn("rlexp/policies/step.py", "__call__")),
+    ("TensorDictVectorEnv.step_and_maybe_reset (incl. the env step)", _fn("rlexp/envs/tensordict_env.py",
+                                                                          "step_and_maybe_reset")),
     ("gymnasium CartPoleVectorEnv.step", _fn("classic_control/cartpole.py", "step")),
+    ("stack_steps (rollout assembly)", _fn("rlexp/envs/tensordict_env.py", "stack_steps")),
+    ("TensorDictBase.__getitem__ (minibatch indexing, key lookups)", _fn("tensordict/base.py", "__getitem__")),
+    ("TensorDict.__init__", _fn("tensordict/_td.py", "__init__")),
+    ("PPOLoss.forward", _fn("rlexp/objectives/ppo.py", "forward")),
+    ("TensorDict.from_any (TensorDictModule calls left: value estimation)", _fn("tensordict/base.py", "from_any")),
+    ("importlib.util.find_spec (tensordict's pandas lookup in from_any)", _fn("importlib.util", "find_spec")),
+    ("torch.distributions constraint checks (validate_args; off in training)",
+     _fn("torch/distributions/constraints.py", "check")),
+    ("torch.distributions.Distribution.__init__", _fn("torch/distributions/distribution.py", "__init__")),
+    ("torch.optim.Adam.step (fused)", _fn("torch/optim/adam.py", "step")),
     ("torch.nn.Linear.forward", _fn("torch/nn/modules/linear.py", "forward")),
 ]
 
@@ -256,27 +286,29 @@ def breakdown(t: Timers, cfg, result: dict) -> dict:
     s, c = t.seconds, t.calls
     iterations = len(t.collect_starts)
     loop = t.train_end - t.collect_starts[0]
-    update_loop = sum(end - start for start, end in zip(t.buffer_ends, t.step_ends))
+    update_loop = sum(end - start for start, end in zip(t.minibatches_ends, t.step_ends))
     between = sum(nxt - end for end, nxt in zip(t.step_ends, [*t.collect_starts[1:], t.train_end]))
-    pre_update = sum(end - start for start, end in zip(t.collect_starts, t.buffer_ends))
-    update_parts = ("sample", "loss_forward", "backward", "zero_grad", "clip_grad", "optim_step")
+    pre_update = sum(end - start for start, end in zip(t.collect_starts, t.minibatches_ends))
+    update_parts = ("minibatch_index", "loss_forward", "backward", "zero_grad", "clip_grad", "optim_step")
     rows = [
         ("env stepping (gymnasium CartPoleVectorEnv + same-step reset)", s["env_raw"], c["env_raw"]),
-        ("env -> TensorDict wrapper (step_and_maybe_reset minus env.step)", s["env_wrapper"] - s["env_raw"],
+        ("env dict wrapper (step_and_maybe_reset minus env.step)", s["env_wrapper"] - s["env_raw"],
          c["env_wrapper"]),
-        ("policy calls in collection", s["policy"], c["policy"]),
-        ("collection rest (td.to, torch.stack, loop)", s["collect"] - s["policy"] - s["env_wrapper"], c["collect"]),
+        ("policy calls in collection (PolicyStep)", s["policy"], c["policy"]),
+        ("rollout stacking (stack_steps)", s["stack_steps"], c["stack_steps"]),
+        ("collection rest (recurrent-state carry, loop)",
+         s["collect"] - s["policy"] - s["env_wrapper"] - s["stack_steps"], c["collect"]),
         ("value estimation (GAE, critic on root+next)", s["value_estimator"], c["value_estimator"]),
-        ("minibatch buffer build (ReplayBuffer.extend)", s["minibatch_buffer"], c["minibatch_buffer"]),
+        ("Minibatches construction (exclude next, reshape)", s["minibatches"], c["minibatches"]),
         ("pre-update rest (lr, frame count)",
-         pre_update - s["collect"] - s["value_estimator"] - s["minibatch_buffer"], iterations),
-        ("minibatch sampling (ReplayBuffer.sample)", s["sample"], c["sample"]),
+         pre_update - s["collect"] - s["value_estimator"] - s["minibatches"], iterations),
+        ("minibatch indexing (Minibatches iteration)", s["minibatch_index"], c["minibatch_index"]),
         ("loss forward (ClipPPOLoss)", s["loss_forward"], c["loss_forward"]),
         ("backward", s["backward"], c["backward"]),
         ("zero_grad", s["zero_grad"], c["zero_grad"]),
-        ("clip_grad_norm_", s["clip_grad"], c["clip_grad"]),
-        ("Adam step", s["optim_step"], c["optim_step"]),
-        ("per-minibatch bookkeeping (loss sum, loss_td.detach().apply)",
+        ("clip_grad_norm_ (foreach)", s["clip_grad"], c["clip_grad"]),
+        ("Adam step (fused)", s["optim_step"], c["optim_step"]),
+        ("per-minibatch bookkeeping (loss sum, isfinite checks, torch.stack)",
          update_loop - sum(s[k] for k in update_parts), c["loss_forward"]),
         ("per-iteration metrics, progress bar",
          between - s["episode_metrics"] - s["evaluate"] - s["logger_log"] - s["checkpoint"] - s["logger_finish"],
@@ -292,9 +324,9 @@ def breakdown(t: Timers, cfg, result: dict) -> dict:
     groups = {
         "env stepping": s["env_raw"],
         "policy calls": s["policy"],
-        "PPO update (sampling .. Adam, bookkeeping)": update,
+        "PPO update (indexing .. Adam, bookkeeping)": update,
         "value estimation": s["value_estimator"],
-        "TensorDict / Python overhead outside those": loop - s["env_raw"] - s["policy"] - update
+        "env wrapper, stacking, Python overhead outside those": loop - s["env_raw"] - s["policy"] - update
         - s["value_estimator"] - s["evaluate"] - s["logger_log"] - s["checkpoint"] - s["logger_finish"],
         "evaluation": s["evaluate"],
         "logging": s["logger_log"],
@@ -322,7 +354,7 @@ def print_breakdown(name: str, b: dict) -> None:
           f"{100 * total / b['loop']:6.1f} |        |          | {1e6 * total / b['frames']:8.1f} |")
     print("\nGrouped as in the issue:")
     for label, seconds in b["groups"].items():
-        print(f"  {label:45s} {seconds:6.2f} s  {100 * seconds / b['loop']:5.1f}%")
+        print(f"  {label:52s} {seconds:6.2f} s  {100 * seconds / b['loop']:5.1f}%")
     print(f"  PPO update per minibatch: {1e3 * b['update'] / b['minibatches']:.2f} ms")
 
 
@@ -351,13 +383,13 @@ def print_comparison(b: dict, ref: dict, floor: dict, lean_ms: float) -> None:
     print(f"|{'-' * 42}|{'-' * 11}|{'-' * 13}|{'-' * 11}|")
     print(f"| {'env step, us/frame':40s} | {us(rows['env stepping'], f_rl):9.1f} | {us(ref['env'], f_ref):11.1f} | "
           f"{floor['env_us_per_step'] / floor['num_envs']:9.1f} |")
-    print(f"| {'env -> TensorDict wrapper, us/frame':40s} | "
-          f"{us(rows['env -> TensorDict wrapper'], f_rl):9.1f} | {'-':>11} | {'-':>9} |")
+    print(f"| {'env dict wrapper, us/frame':40s} | "
+          f"{us(rows['env dict wrapper'], f_rl):9.1f} | {'-':>11} | {'-':>9} |")
     print(f"| {'policy call, us/frame':40s} | {us(rows['policy calls in collection'], f_rl):9.1f} | "
           f"{us(ref['policy'], f_ref):11.1f} | {floor['policy_us_per_step'] / floor['num_envs']:9.1f} |")
-    rest_rl = rows["collection rest"]
+    rest_rl = rows["rollout stacking"] + rows["collection rest"]
     rest_ref = ref["rollout"] - ref["env"] - ref["policy"]
-    print(f"| {'collection rest, us/frame':40s} | {us(rest_rl, f_rl):9.1f} | {us(rest_ref, f_ref):11.1f} | "
+    print(f"| {'collection rest + stacking, us/frame':40s} | {us(rest_rl, f_rl):9.1f} | {us(rest_ref, f_ref):11.1f} | "
           f"{0:9.1f} |")
     print(f"| {'advantages (GAE), us/frame':40s} | {us(rows['value estimation'], f_rl):9.1f} | "
           f"{us(ref['gae'], f_ref):11.1f} | {'-':>9} |")
@@ -458,21 +490,7 @@ class StackedActorCritic(torch.nn.Module):
         return h[0, :, :self.n_actions], h[1, :, :1]
 
 
-@contextlib.contextmanager
-def pandas_lookup_cached():
-    """Mark pandas as absent in ``sys.modules`` (only when it is not installed), so the ``find_spec("pandas")``
-    tensordict 0.14's ``TensorDict.from_any`` runs for every module output returns at once instead of
-    searching ``sys.path``. Restored on exit."""
-    import importlib.util
-
-    if "pandas" in sys.modules or importlib.util.find_spec("pandas") is not None:
-        yield False
-        return
-    sys.modules["pandas"] = None
-    try:
-        yield True
-    finally:
-        del sys.modules["pandas"]
+Results = list[tuple[str, float]]
 
 
 def micro(compile_loss: bool) -> None:
@@ -487,28 +505,32 @@ def micro(compile_loss: bool) -> None:
     rollout = collector.collect()
     with torch.no_grad():
         loss_module.value_estimator(rollout)
-    flat = rollout.reshape(-1)
-    mb = flat[torch.randperm(flat.numel())[:128]]
-    trunk = actor.module[0].module  # the logits MLP inside the TensorDictModule
-    results: list[tuple[str, float]] = []
+    results = [*micro_policy(actor), *micro_collection(env, actor), *micro_minibatches(rollout),
+               *micro_loss(loss_module, rollout, compile_loss), *micro_optimizer(list(loss_module.parameters())),
+               *micro_value(loss_module, critic, rollout)]
+    env.close()
+    width = max(len(label) for label, _ in results)
+    for label, value in results:
+        print(f"  {label:{width}s} {value:9.1f} us")
 
+
+def micro_policy(actor) -> Results:
+    """The collector's policy call (``PolicyStep``) next to the TensorDictModule call and plain-torch samplers."""
+    policy_step, trunk = PolicyStep(actor), actor.module[0].module  # the logits MLP inside the TensorDictModule
+    results = []
     for n in (4, 16):
-        td = TensorDict({"observation": torch.randn(n, 4)}, batch_size=[n])
-        obs = td["observation"]
+        obs = torch.randn(n, 4)
+        td = TensorDict({"observation": obs}, batch_size=[n])
 
-        def rlexp_policy():
+        def rlexp_step():
+            return policy_step({"observation": obs})
+
+        def tensordict_call():
             with set_interaction_type(InteractionType.RANDOM):
-                actor(td.copy())
+                return actor(td.copy())
 
-        def plain_categorical():
-            logits = trunk(obs)
-            dist = torch.distributions.Categorical(logits=logits)
-            a = dist.sample()
-            return a, dist.log_prob(a)
-
-        def plain_categorical_novalidate():
-            logits = trunk(obs)
-            dist = torch.distributions.Categorical(logits=logits, validate_args=False)
+        def categorical(validate: bool | None = None):
+            dist = torch.distributions.Categorical(logits=trunk(obs), validate_args=validate)
             a = dist.sample()
             return a, dist.log_prob(a)
 
@@ -518,86 +540,74 @@ def micro(compile_loss: bool) -> None:
             return a, logp.gather(-1, a)
 
         with torch.no_grad():
-            results.append((f"policy call, {n} envs: rlexp actor(TensorDict), no_grad", per_call(rlexp_policy)))
-            results.append((f"policy call, {n} envs: MLP + Categorical(logits) sample + log_prob", per_call(plain_categorical)))
-            results.append((f"policy call, {n} envs: same, Categorical(validate_args=False)",
-                            per_call(plain_categorical_novalidate)))
-            results.append((f"policy call, {n} envs: MLP + log_softmax + multinomial + gather", per_call(lean)))
+            results += [
+                (f"policy call, {n} envs: rlexp PolicyStep (the collector's call), no_grad", per_call(rlexp_step)),
+                (f"policy call, {n} envs: actor(TensorDict), TensorDictModule path, no_grad",
+                 per_call(tensordict_call)),
+                (f"policy call, {n} envs: MLP + Categorical(logits) sample + log_prob", per_call(categorical)),
+                (f"policy call, {n} envs: same, Categorical(validate_args=False)",
+                 per_call(lambda: categorical(False))),
+                (f"policy call, {n} envs: MLP + log_softmax + multinomial + gather", per_call(lean)),
+            ]
         with torch.inference_mode():
-            results.append((f"policy call, {n} envs: rlexp actor(TensorDict), inference_mode", per_call(rlexp_policy)))
-        with torch.no_grad(), pandas_lookup_cached() as cached:
-            if cached:
-                results.append((f"policy call, {n} envs: rlexp actor(TensorDict), no_grad, pandas lookup cached",
-                                per_call(rlexp_policy)))
-    import importlib.util
+            results.append((f"policy call, {n} envs: rlexp PolicyStep, inference_mode", per_call(rlexp_step)))
+    return results
 
-    results.append(("importlib.util.find_spec('pandas') (pandas not installed)",
-                    per_call(lambda: importlib.util.find_spec("pandas"))))
-    logits = torch.zeros(4, 2)
-    results.append(("TensorDict.from_any(tensor) (every TensorDictModule output)",
-                    per_call(lambda: TensorDict.from_any(logits))))
-    root = env.reset(seed=0)
-    cpu = torch.device("cpu")
-    results.append(("root_td.to(cpu) of a [4] step TensorDict (collector, every step)", per_call(lambda: root.to(cpu))))
 
-    # rollout assembly
-    steps = list(rollout.unbind(-1))
-    results.append(("rollout assembly: torch.stack(128 step TensorDicts [4])", per_call(lambda: torch.stack(steps, -1))))
-    results.append(("env step through TensorDictVectorEnv.step_and_maybe_reset (4 envs)",
-                    per_call(lambda: env.step_and_maybe_reset(TensorDict(
-                        {"action": torch.zeros(4, dtype=torch.long), "observation": torch.zeros(4, 4)}, [4])))))
-    raw = env.env
-    actions = torch.zeros(4, dtype=torch.long).numpy()
-    results.append(("raw env.step of the same vector env (4 envs)", per_call(lambda: raw.step(actions))))
+def micro_collection(env: TensorDictVectorEnv, actor) -> Results:
+    """The env's dict wrapper against the raw gymnasium step, and assembling a rollout from 128 step dicts."""
+    policy_step, root, steps = PolicyStep(actor), env.reset(seed=0), []
+    with torch.no_grad():
+        for _ in range(128):  # as the collector does
+            step, root = env.step_and_maybe_reset(policy_step(root))
+            steps.append(step)
+    action, obs = torch.zeros(env.num_envs, dtype=torch.long), torch.zeros(env.num_envs, 4)
+    raw, actions = env.env, action.numpy()
+    return [
+        (f"env step through TensorDictVectorEnv.step_and_maybe_reset ({env.num_envs} envs)",
+         per_call(lambda: env.step_and_maybe_reset({"observation": obs, "action": action}))),
+        (f"raw env.step of the same vector env ({env.num_envs} envs)", per_call(lambda: raw.step(actions))),
+        (f"rollout assembly: stack_steps(128 step dicts [{env.num_envs}])", per_call(lambda: stack_steps(steps))),
+    ]
 
-    # minibatch path
-    def buffer_epoch():
-        for _ in rlexp.trainer.minibatch_buffer(rollout, 4):
+
+def micro_minibatches(rollout: TensorDict) -> Results:
+    """rlexp's ``Minibatches`` (TensorDict indexing) against indexing a dict of plain tensors."""
+    minibatches = Minibatches(rollout, 4)
+    tensors = dict(minibatches.batch.items(True, True))
+
+    def rlexp_epoch():
+        for _ in minibatches:
             pass
 
-    def index_epoch():
-        perm = torch.randperm(flat.numel())
-        for i in range(4):
-            flat[perm[i * 128:(i + 1) * 128]]
-
-    tensors = {k: v for k, v in flat.items(True, True)}
-
     def tensor_epoch():
-        perm = torch.randperm(flat.numel())
-        for i in range(4):
-            idx = perm[i * 128:(i + 1) * 128]
+        for idx in torch.randperm(len(minibatches.batch)).split(minibatches.size):
             {k: v[idx] for k, v in tensors.items()}
 
-    results.append(("one epoch of 4 minibatches: minibatch_buffer + ReplayBuffer iteration", per_call(buffer_epoch)))
-    results.append(("one epoch of 4 minibatches: TensorDict indexing by a permutation", per_call(index_epoch)))
-    results.append(("one epoch of 4 minibatches: dict of plain tensors indexed", per_call(tensor_epoch)))
+    return [("Minibatches(rollout of 512, 4) construction (exclude next, reshape)",
+             per_call(lambda: Minibatches(rollout, 4))),
+            ("one epoch of 4 minibatches: iterating Minibatches (TensorDict indexing)", per_call(rlexp_epoch)),
+            ("one epoch of 4 minibatches: dict of plain tensors indexed", per_call(tensor_epoch))]
 
-    # loss forward + backward, and the bookkeeping after it
-    params = list(loss_module.parameters())
+
+def micro_loss(loss_module, rollout: TensorDict, compile_loss: bool) -> Results:
+    """rlexp's loss forward+backward and per-minibatch bookkeeping, against lean plain-torch losses."""
+    mb = next(iter(Minibatches(rollout, 4)))  # what the trainer feeds the loss
+    results = []
 
     def rlexp_loss():
         loss_td = loss_module(mb)
-        loss = sum(v for k, v in loss_td.items() if k.startswith("loss_"))
-        loss.backward()
+        sum(v for k, v in loss_td.items() if k.startswith("loss_")).backward()
         return loss_td
 
-    loss_td = rlexp_loss()
-    results.append(("loss forward + backward, rlexp ClipPPOLoss, minibatch 128", per_call(rlexp_loss)))
-    torch.distributions.Distribution.set_default_validate_args(False)
-    try:
-        results.append(("  same with Distribution.set_default_validate_args(False)", per_call(rlexp_loss)))
-    finally:
-        torch.distributions.Distribution.set_default_validate_args(True)
-    with pandas_lookup_cached() as cached:
-        if cached:
-            results.append(("  same with the pandas lookup cached", per_call(rlexp_loss)))
+    with unchecked_distributions():  # as in training
+        results.append(("loss forward + backward, rlexp ClipPPOLoss, minibatch 128 (validation off, as trained)",
+                        per_call(rlexp_loss)))
+    results.append(("  same with torch.distributions argument validation on", per_call(rlexp_loss)))
     lean_ppo = cost_floor.LeanPPO(128)
     idx = torch.arange(128)
-
-    def lean_loss():
-        lean_ppo.loss(idx).backward()
-
-    results.append(("loss forward + backward, lean plain-torch clipped PPO, minibatch 128", per_call(lean_loss)))
+    results.append(("loss forward + backward, lean plain-torch clipped PPO, minibatch 128",
+                    per_call(lambda: lean_ppo.loss(idx).backward())))
     stacked = StackedActorCritic()
     obs128, act128, adv128 = lean_ppo.obs[idx], lean_ppo.action[idx], lean_ppo.adv[idx]
 
@@ -619,43 +629,64 @@ def micro(compile_loss: bool) -> None:
                         1e3 * (time.perf_counter() - start)))
         results.append(("  lean loss torch.compile'd: forward + backward",
                         per_call(lambda: compiled(idx).backward())))
+    return results + micro_bookkeeping(rlexp_loss())
+
+
+def micro_bookkeeping(loss_td: TensorDict) -> Results:
+    """The trainer's per-minibatch bookkeeping and its per-iteration average of 16 minibatches."""
     grad_norm = torch.tensor(1.0)
-    results.append(("per-minibatch loss_td.detach().apply(mean).set('grad_norm')",
-                    per_call(lambda: loss_td.detach().apply(lambda x: x.float().mean()).set("grad_norm", grad_norm))))
-    outputs = [loss_td.detach().apply(lambda x: x.float().mean()).set("grad_norm", grad_norm) for _ in range(16)]
 
-    def aggregate():
-        means = torch.stack(outputs).apply(lambda x: x.mean(), batch_size=[])
-        return {k: v.item() for k, v in means.items()}
+    def per_minibatch():
+        loss = sum(v for k, v in loss_td.items() if k.startswith("loss_"))
+        if not torch.isfinite(loss) or not torch.isfinite(grad_norm):
+            raise FloatingPointError(loss)
+        return torch.stack([*(v.detach().float().mean() for v in loss_td.values()), grad_norm])
 
-    results.append(("per-iteration torch.stack(16 loss outputs).apply(mean) + .item()s", per_call(aggregate)))
+    outputs = [per_minibatch() for _ in range(16)]
+    return [("per-minibatch bookkeeping: loss sum, isfinite, torch.stack of loss_td means + grad norm",
+             per_call(per_minibatch)),
+            ("per-iteration torch.stack(16 minibatch rows).mean(0).tolist() into metrics",
+             per_call(lambda: dict(zip([*loss_td.keys(), "train/grad_norm"], torch.stack(outputs).mean(0).tolist()))))]
 
-    # optimizer / clipping
-    for p in params:
-        p.grad = torch.randn_like(p)
+
+def micro_optimizer(params: list[torch.nn.Parameter]) -> Results:
+    """Adam implementations, grad clipping and zero_grad on the loss module's parameters (rlexp's marked)."""
+    grads = [torch.randn_like(p) for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g
+    results = []
     for label, kwargs in [("Adam step, default (CPU: for-loop)", {}), ("Adam step, foreach=True", {"foreach": True}),
-                          ("Adam step, fused=True", {"fused": True})]:
+                          ("Adam step, fused=True (rlexp)", {"fused": True})]:
         try:
             opt = torch.optim.Adam(params, lr=1e-9, eps=1e-5, **kwargs)
             results.append((label, per_call(opt.step)))
         except (RuntimeError, TypeError) as err:
             results.append((f"{label}: unavailable ({err})", float("nan")))
     results.append(("clip_grad_norm_, default", per_call(lambda: torch.nn.utils.clip_grad_norm_(params, 0.5))))
-    results.append(("clip_grad_norm_, foreach=True",
+    results.append(("clip_grad_norm_, foreach=True (rlexp)",
                     per_call(lambda: torch.nn.utils.clip_grad_norm_(params, 0.5, foreach=True))))
-    results.append(("zero_grad (set_to_none)", per_call(lambda: [setattr(p, "grad", None) for p in params])))
 
-    # value estimation on a whole rollout
+    opt = torch.optim.Adam(params, fused=True)
+
+    def zero_grad():
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.zero_grad()
+
+    results.append((f"optimizer.zero_grad() (set_to_none), incl. re-attaching {len(params)} grads",
+                    per_call(zero_grad)))
+    return results
+
+
+def micro_value(loss_module, critic, rollout: TensorDict) -> Results:
+    """rlexp's GAE module on one rollout against plain tensors and a Python loop."""
     def rlexp_gae():
         with torch.no_grad():
             loss_module.value_estimator(rollout.exclude("advantage", "value_target", "state_value",
                                                         ("next", "state_value")))
 
-    results.append(("value estimation of one 512-frame rollout, rlexp GAE module", per_call(rlexp_gae)))
-    obs_all = rollout["observation"]
-    next_obs = rollout["next", "observation"]
-    reward, done = rollout["next", "reward"], rollout["next", "done"]
-    term = rollout["next", "terminated"]
+    obs_all, next_obs = rollout["observation"], rollout["next", "observation"]
+    reward, done, term = rollout["next", "reward"], rollout["next", "done"], rollout["next", "terminated"]
 
     def lean_gae():
         with torch.no_grad():
@@ -670,11 +701,8 @@ def micro(compile_loss: bool) -> None:
                 adv[:, t] = last
             return adv
 
-    results.append(("value estimation of one 512-frame rollout, plain tensors + Python loop", per_call(lean_gae)))
-    env.close()
-    width = max(len(label) for label, _ in results)
-    for label, value in results:
-        print(f"  {label:{width}s} {value:9.1f} us")
+    return [("value estimation of one 512-frame rollout, rlexp GAE module", per_call(rlexp_gae)),
+            ("value estimation of one 512-frame rollout, plain tensors + Python loop", per_call(lean_gae))]
 
 
 def main() -> None:
@@ -751,7 +779,7 @@ def run(args: argparse.Namespace) -> None:
                   f"({1e3 * upd / (b['epochs'] * b['num_minibatches']):.2f} ms/minibatch): {with_update:,.0f} frames/s "
                   f"-> rlexp at {fps / with_update:.1%}.")
     if args.cprofile:
-        cprofile_config("cleanrl", 10_240, args.cprofile)
+        cprofile_config("cleanrl", min(10_240, args.frames_cleanrl), args.cprofile)
     if not args.skip_startup:
         startup()
     if not args.skip_micro:
