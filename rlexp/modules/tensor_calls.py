@@ -117,19 +117,13 @@ def _sampler(module: ProbabilisticTensorDictModule) -> list[Call] | None:
 
 
 def _categorical(logits_key, sample_key, log_prob_key) -> Call:
-    """``Categorical(logits=...)`` without the distribution object: same mode and log-prob.
-
-    A random sample inverts the CDF at one uniform draw per row, which is ~2x cheaper than
-    ``torch.multinomial`` at rollout batch sizes (so the draws differ from ``Categorical.sample``'s).
-    """
+    """``Categorical(logits=...)`` without the distribution object: the same draw, mode and log-prob."""
     def call(data: Data, deterministic: bool) -> None:
         log_p = data[logits_key].log_softmax(-1)
         if deterministic:
             sample = log_p.argmax(-1)
         else:
-            cdf = log_p.exp().cumsum(-1)
-            uniform = torch.rand(cdf.shape[:-1] + (1,), dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
-            sample = (cdf <= uniform).sum(-1).clamp_max(cdf.shape[-1] - 1)
+            sample = torch.multinomial(log_p.exp().reshape(-1, log_p.shape[-1]), 1, True).reshape(log_p.shape[:-1])
         data[sample_key] = sample
         if log_prob_key is not None:
             data[log_prob_key] = log_p.gather(-1, sample.unsqueeze(-1)).squeeze(-1)
