@@ -144,8 +144,9 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
                         save_checkpoint({**checkpoint_state(), "resumable": False}, run_dir / FINAL)
                         raise NonFiniteLoss(fault, progress.iteration, progress.frames)
                     optimizer.step()
-                    values = [value.detach().float().mean() for value in loss_td.values()]
-                    loss_outputs.append(torch.stack([*values, grad_norm]))
+                    with torch.no_grad():  # one stacked row of scalars per minibatch, averaged per iteration
+                        values = [x.float() if x.ndim == 0 else x.float().mean() for x in loss_td.values()]
+                        loss_outputs.append(torch.stack([*values, grad_norm]))
 
             elapsed = time.perf_counter() - start
             progress.train_seconds += elapsed
