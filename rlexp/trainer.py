@@ -72,7 +72,9 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
     reference = ReferencePolicy.for_loss(loss_module, actor)
     sequence_length = minibatch_sequence_length(cfg, actor, critic)
     parameters = list(loss_module.parameters())
-    optimizer = torch.optim.Adam(parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, fused=True)
+    # foreach: the for-loop Adam's numbers, bit for bit, at less cost; fused=True is faster still on the CPU
+    # but rounds differently, so every recorded result would move.
+    optimizer = torch.optim.Adam(parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, foreach=True)
     if cfg.collector.group_size:
         collector = EpisodeCollector(env, actor, cfg.collector.group_size, device, seed=cfg.seed)
     else:

@@ -117,14 +117,16 @@ def _sampler(module: ProbabilisticTensorDictModule) -> list[Call] | None:
 
 
 def _categorical(logits_key, sample_key, log_prob_key) -> Call:
-    """``Categorical(logits=...)`` without the distribution object: the same draw, mode and log-prob."""
+    """``Categorical(logits=...)`` without the distribution object, op for op: the same draw, mode and log-prob."""
     def call(data: Data, deterministic: bool) -> None:
-        log_p = data[logits_key].log_softmax(-1)
+        logits = data[logits_key]
+        logits = logits - logits.logsumexp(-1, keepdim=True)
+        probs = logits.softmax(-1)
         if deterministic:
-            sample = log_p.argmax(-1)
+            sample = probs.argmax(-1)
         else:
-            sample = torch.multinomial(log_p.exp().reshape(-1, log_p.shape[-1]), 1, True).reshape(log_p.shape[:-1])
+            sample = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).reshape(probs.shape[:-1])
         data[sample_key] = sample
         if log_prob_key is not None:
-            data[log_prob_key] = log_p.gather(-1, sample.unsqueeze(-1)).squeeze(-1)
+            data[log_prob_key] = logits.gather(-1, sample.unsqueeze(-1)).squeeze(-1)
     return call

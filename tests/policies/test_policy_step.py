@@ -46,7 +46,7 @@ def test_same_keys_and_values_as_the_tensordict_call(env_id, config, determinist
         expected, got = steps_both_ways(policy, root, deterministic)
         assert set(got) == set(expected)
         for key, value in expected.items():
-            torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6, msg=f"{key}")
+            torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=f"{key}")
         step, root = env.step_and_maybe_reset(got)
         states.carry(step, root)
 
