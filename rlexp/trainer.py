@@ -155,7 +155,8 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
             metrics = {"train/lr": lr, "train/fps": new_frames / elapsed, "train/iteration": progress.iteration,
                        "train/seconds": progress.train_seconds} | episode_metrics(collector)
             if loss_outputs:  # loss_td's entries (same keys every minibatch) and the gradient norm, averaged
-                metrics |= dict(zip([*loss_td.keys(), "train/grad_norm"], torch.stack(loss_outputs).mean(0).tolist()))
+                means = torch.stack(loss_outputs, dim=1).mean(1)  # rows contiguous: the per-key means of before
+                metrics |= dict(zip([*loss_td.keys(), "train/grad_norm"], means.tolist()))
             if cfg.trainer.on_nan == "skip":
                 metrics["train/skipped_batches"] = progress.skipped_batches
             if hasattr(loss_module.value_estimator, "group_statistics"):

@@ -1,5 +1,7 @@
 """PolicyStep writes the keys and numbers of the tensordict call it replaces, for every built-in policy."""
 
+import weakref
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -9,10 +11,15 @@ import rlexp.policies  # noqa: F401  (registers the built-in policies)
 from rlexp.collector import Collector
 from rlexp.envs.gym import make_gym_env
 from rlexp.modules import set_recurrent_mode
+from rlexp.checkpoint import load_checkpoint
+from rlexp.loggers import Logger
+from rlexp.modules import tensor_calls
 from rlexp.modules.tensor_calls import call_module, get_dist
 from rlexp.policies import RecurrentStates, rollout_policy
 from rlexp.policies.step import PolicyStep
 from rlexp.registry import policies
+from rlexp.trainer import train
+from support import compose_config
 
 CASES = [("CartPole-v1", {"name": "mlp"}), ("Pendulum-v1", {"name": "mlp"}),
          ("Pendulum-v1", {"name": "mlp", "distribution": "tanh_normal"}),
@@ -94,3 +101,24 @@ def test_unknown_modules_fall_back_to_the_tensordict_call():
     assert set(got) == set(expected)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key])
+
+
+@pytest.mark.parametrize("overrides", [["env=cartpole"], ["policy=gru", "env=cartpole_masked", "optim.sequence_length=8"]])
+def test_training_on_the_tensor_path_is_bit_identical_to_the_tensordict_calls(tmp_path, monkeypatch, overrides):
+    """The fast path changes no number: a short run with every module called as a tensordict module
+    (PolicyStep's fallback, the losses' plain module calls) ends with the same parameters and metrics."""
+    config = compose_config("logger=none", "collector.total_frames=4096", "collector.frames_per_batch=1024",
+                            "eval.interval=2048", "eval.episodes=2", *overrides)
+
+    def run(folder):
+        folder.mkdir()
+        metrics = train(config, folder, make_logger=Logger)
+        return metrics, load_checkpoint(folder / "checkpoint.pt")["loss"]
+
+    fast_metrics, fast = run(tmp_path / "fast")
+    monkeypatch.setattr(tensor_calls, "module_calls", lambda module, step: None)
+    monkeypatch.setattr(tensor_calls, "_cache", weakref.WeakKeyDictionary())
+    slow_metrics, slow = run(tmp_path / "slow")
+    assert fast.keys() == slow.keys() and all(torch.equal(fast[key], slow[key]) for key in fast)
+    assert {k: v for k, v in fast_metrics.items() if "seconds" not in k} == \
+        {k: v for k, v in slow_metrics.items() if "seconds" not in k}
