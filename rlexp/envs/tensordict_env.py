@@ -2,12 +2,12 @@
 
 Each step yields a flat dict of ``[num_envs, ...]`` tensors keyed by tensordict keys: root
 ``observation, action, done, terminated, truncated, is_init`` (plus whatever the policy wrote) and
-``("next", observation | reward | done | terminated | truncated)``. ``stack_steps`` turns a list of
-them into the ``[num_envs, T]`` rollout TensorDict. (Plain dicts, because building TensorDicts per
-step costs several times more than stepping CartPole.) ``("next", "observation")`` is always the observation the action led to,
-also when the episode ended: a truncated episode bootstraps from its true final observation, never
-from the first observation of the next episode, which only appears as the next root observation
-(with ``is_init`` set).
+``("next", observation | reward | done | terminated | truncated)``; ``stack_steps`` turns a list of
+them into the ``[num_envs, T]`` rollout TensorDict (plain dicts, because building TensorDicts per
+step costs several times more than stepping CartPole). ``("next", "observation")`` is always the
+observation the action led to, also when the episode ended: a truncated episode bootstraps from its
+true final observation, never from the first observation of the next episode, which only appears as
+the next root observation (with ``is_init`` set).
 """
 
 from __future__ import annotations

@@ -103,7 +103,8 @@ def test_unknown_modules_fall_back_to_the_tensordict_call():
         torch.testing.assert_close(got[key], expected[key])
 
 
-@pytest.mark.parametrize("overrides", [["env=cartpole"], ["policy=gru", "env=cartpole_masked", "optim.sequence_length=8"]])
+@pytest.mark.parametrize("overrides", [["env=cartpole"],
+                                       ["policy=gru", "env=cartpole_masked", "optim.sequence_length=8"]])
 def test_training_on_the_tensor_path_is_bit_identical_to_the_tensordict_calls(tmp_path, monkeypatch, overrides):
     """The fast path changes no number: a short run with every module called as a tensordict module
     (PolicyStep's fallback, the losses' plain module calls) ends with the same parameters and metrics."""
