@@ -63,6 +63,9 @@ def run(cfg: DictConfig, hydra_cfg: DictConfig) -> float:
         checkpoint = requeue_checkpoint(run_dir) if requeue_id else None
     import_user_modules(cfg.imports)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    if cfg.resume is None:  # a resumed run uses its checkpoint's config, whose choices are not recomposed
+        for line in rlexp.config.describe_settings(cfg, hydra_cfg.runtime.choices):
+            print(f"rlexp: {line}", file=sys.stderr)
 
     from rlexp.loggers import RunInfo
     from rlexp.registry import loggers
@@ -149,17 +152,11 @@ def requeue_run_id(hydra_cfg: DictConfig) -> str | None:
 
 
 def flat_config(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, object]:
-    """The resolved config with dotted keys (filterable in W&B's run table) plus the job's Hydra facts."""
-    flat: dict[str, object] = {}
-
-    def visit(node: object, prefix: str) -> None:
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                visit(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    visit(OmegaConf.to_container(cfg, resolve=True), "")
+    """The resolved config with dotted keys (filterable in W&B's run table), which option set each key of
+    another group (``set_by/<key>``), plus the job's Hydra facts."""
+    flat = rlexp.config.flatten(OmegaConf.to_container(cfg, resolve=True))
+    for source, settings in rlexp.config.cross_group_settings(cfg, hydra_cfg.runtime.choices).items():
+        flat |= {f"set_by/{key}": source for key in settings}
     flat["hydra/overrides"] = list(hydra_cfg.overrides.task)
     flat["hydra/job_num"] = hydra_cfg.job.get("num")
     flat["hydra/output_dir"] = hydra_cfg.runtime.output_dir

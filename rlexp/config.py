@@ -11,11 +11,13 @@ gets rlexp's message with the accepted keys instead of Hydra's "not in struct".
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 GROUPS = ("env", "policy", "value_estimator", "loss", "replay_transform", "logger")
 
@@ -85,3 +87,70 @@ def schema():
 
 
 ConfigStore.instance().store(name="rlexp_schema", node=schema())
+
+
+# Where group options live: conf/<group>/<option>.yaml, and presets under experiments/.
+CONFIG_DIRS = (Path(__file__).resolve().parent.parent / "conf", Path(__file__).resolve().parent.parent / "experiments")
+SETTING_GROUPS = (*GROUPS, "tuned")
+
+
+def option_file(group: str, option: str) -> Path | None:
+    return next((d / group / f"{option}.yaml" for d in CONFIG_DIRS if (d / group / f"{option}.yaml").is_file()), None)
+
+
+def settings_of(group: str, option: str) -> tuple[list[Path], dict[str, Any]]:
+    """The files of a global-package group option (its own defaults first) and the dotted keys they set
+    outside the group itself; nothing for an option packaged under its group."""
+    path = option_file(group, option)
+    if path is None or "@package _global_" not in path.read_text().split("\n", 1)[0]:
+        return [], {}
+    node = OmegaConf.load(path)
+    files, settings = [], {}
+    for parent in node.pop("defaults", []) or []:
+        if isinstance(parent, str) and not parent.startswith(("override ", "/")):
+            parent_files, parent_settings = settings_of(group, parent)
+            files += parent_files
+            settings |= parent_settings
+    flat = flatten(OmegaConf.to_container(node))
+    files.append(path)
+    settings |= {key: value for key, value in flat.items() if group == "tuned" or not key.startswith(f"{group}.")}
+    return files, settings
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; an empty mapping below the top stays a value."""
+    if isinstance(node, dict) and (node or not prefix):
+        return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def cross_group_settings(cfg: DictConfig, choices: Mapping[str, str | None]) -> dict[str, dict[str, Any]]:
+    """For each chosen option that sets keys of other groups (``conf/tuned/<env>.yaml``, ``loss=grpo``,
+    ``policy=gru`` ...): ``{"<group>=<option> (<files>)": {key: value in the run}}``.
+
+    These settings depend on the order of the defaults list and are invisible on the command line,
+    so the run prints them at its start and records them in its logged config.
+    """
+    report = {}
+    for group in SETTING_GROUPS:
+        option = choices.get(group)
+        if not option:
+            continue
+        files, settings = settings_of(group, option)
+        if settings:
+            names = ", ".join(str(f.relative_to(f.parents[2])) for f in files)
+            report[f"{group}={option} ({names})"] = {
+                key: OmegaConf.select(cfg, key, default=None) for key in settings}
+    return report
+
+
+def describe_settings(cfg: DictConfig, choices: Mapping[str, str | None]) -> list[str]:
+    """One line per option of ``cross_group_settings``, naming the keys whose file value was overridden."""
+    lines = []
+    for source, settings in cross_group_settings(cfg, choices).items():
+        group, option = source.split(" ", 1)[0].split("=")
+        own = settings_of(group, option)[1]
+        parts = [f"{key}={value}" + ("" if value == own[key] else f" (file: {own[key]}, overridden)")
+                 for key, value in settings.items()]
+        lines.append(f"{source} sets {', '.join(parts)}")
+    return lines

@@ -1,7 +1,7 @@
 """``python -m rlexp.evaluate <checkpoint> [episodes=N] [seed=S]``: evaluation returns of a saved policy.
 
-Everything needed comes from the checkpoint (its resolved config and the actor's parameters), so
-the training config does not have to be at hand. A run folder stands for its newest intact checkpoint. Prints the mean, std, min and max return over
+Everything needed comes from the checkpoint (its resolved config, the actor's parameters and the
+training envs' normalisation statistics, frozen), so the training config does not have to be at hand. A run folder stands for its newest intact checkpoint. Prints the mean, std, min and max return over
 ``episodes`` deterministic episodes (default: the run's ``eval.episodes``).
 """
 
@@ -16,18 +16,19 @@ import torch
 
 def evaluate_checkpoint(path: str | Path, episodes: int | None = None, seed: int = 0) -> torch.Tensor:
     """Returns of ``episodes`` deterministic episodes of the checkpoint's policy, one per env."""
-    import rlexp.envs  # noqa: F401  (registers the built-in envs and policies)
-    import rlexp.policies  # noqa: F401
+    import rlexp.policies  # noqa: F401  (registers the built-in policies)
     from rlexp.checkpoint import latest_resumable, load_checkpoint
     from rlexp.collector import evaluate
-    from rlexp.registry import envs, policies
+    from rlexp.envs import Normalizer, build_env
+    from rlexp.registry import policies
 
     path = Path(path)
     state = latest_resumable(path)[1] if path.is_dir() else load_checkpoint(path)
     config, actor_state = state["config"], state["actor"]
     for module in config.get("imports", []):
         importlib.import_module(module)
-    env = envs.build({**config["env"], "num_envs": episodes or config["eval"]["episodes"]})
+    env = build_env(config["env"], episodes or config["eval"]["episodes"], evaluation=True)
+    env.freeze_statistics(Normalizer.from_state_dict(config["env"].get("normalize"), state["collector"]["env"]))
     actor, _ = policies.build({**config["policy"], "critic": False}, env.observation_space, env.action_space)
     actor.load_state_dict(actor_state)
     returns = evaluate(env, actor.eval(), torch.device("cpu"), seed=seed)["episode_return"]

@@ -29,12 +29,13 @@ import rlexp.objectives.value  # noqa: F401  (registers the built-in value estim
 import rlexp.policies  # noqa: F401  (registers the built-in policies)
 from rlexp.checkpoint import FINAL, PERIODIC_DIR, rng_states, save_checkpoint, save_periodic, set_rng_states
 from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
+from rlexp.envs import build_env
 from rlexp.loggers import Logger
 from rlexp.modules import set_recurrent_mode
 from rlexp.objectives import GRPOLoss
 from rlexp.objectives.value import TD0Estimator
 from rlexp.policies import RecurrentStates, rollout_policy
-from rlexp.registry import ConfigError, envs, losses, policies, replay_transforms, value_estimators
+from rlexp.registry import ConfigError, losses, policies, replay_transforms, value_estimators
 from rlexp.signals import Interrupted, StopRequest
 from rlexp.validation import validate_config
 
@@ -54,8 +55,8 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
 
-    env = envs.build(cfg.env)
-    eval_env = envs.build({**cfg.env, "num_envs": cfg.eval.episodes})
+    env = build_env(cfg.env)
+    eval_env = build_env(cfg.env, cfg.eval.episodes, evaluation=True)
     actor, critic = policies.build(cfg.policy, env.observation_space, env.action_space)
     actor, critic = actor.to(device), critic.to(device) if critic is not None else None
     replay_transform = replay_transforms.build(cfg.replay_transform)
@@ -162,6 +163,7 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
             if hasattr(loss_module.value_estimator, "group_statistics"):
                 metrics |= prefixed("train", loss_module.value_estimator.group_statistics(rollout))
             if progress.frames >= progress.next_eval or progress.frames >= total_frames:
+                eval_env.freeze_statistics(env.normalizer)  # the training statistics as they are now, never updated
                 progress.eval_metrics = prefixed("eval", evaluate(eval_env, actor, device, seed=progress.eval_seed))
                 progress.eval_seed, progress.next_eval = None, progress.next_eval + cfg.eval.interval
                 metrics |= progress.eval_metrics

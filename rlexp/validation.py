@@ -58,6 +58,11 @@ def validate_config(cfg: DictConfig) -> None:
     group_size = OmegaConf.select(cfg, "collector.group_size", default=None)
     if group_size is not None and not (is_kind(group_size, int) and group_size >= 2):
         raise ConfigError(f"collector.group_size={group_size!r} must be null or an integer >= 2.")
+    if group_size and OmegaConf.select(cfg, "env.normalize.reward", default=False):
+        raise ConfigError("env.normalize.reward=true cannot be combined with grouped episode collection "
+                          "(collector.group_size, used by loss=grpo): GRPO standardises whole-episode returns within "
+                          "each group, and a reward scale that moves during an episode would only distort that "
+                          "comparison. Use env.normalize.reward=false (observation normalisation works).")
     if cfg.trainer.on_nan not in ON_NAN:
         raise ConfigError(f"trainer.on_nan={cfg.trainer.on_nan!r}; choose one of: {', '.join(ON_NAN)}.")
 

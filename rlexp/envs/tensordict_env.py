@@ -8,6 +8,9 @@ step costs several times more than stepping CartPole). ``("next", "observation")
 observation the action led to, also when the episode ended: a truncated episode bootstraps from its
 true final observation, never from the first observation of the next episode, which only appears as
 the next root observation (with ``is_init`` set).
+
+With a ``Normalizer`` attached (``env.normalize``), observations and rewards are normalised as they
+enter; the episode returns it reports (``pop_finished_episodes``) stay raw env returns.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from tensordict import NestedKey, TensorDict
 
+from rlexp.envs.normalize import Normalizer
 from rlexp.registry import ConfigError
 
 Step = dict[NestedKey, torch.Tensor]
@@ -58,12 +62,16 @@ class TensorDictVectorEnv:
         self._episode_return = np.zeros(self.num_envs)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.normalizer: Normalizer | None = None
 
     def reset(self, seed: int | list[int] | None = None) -> Step:
         """Reset every sub-env; a list gives one seed per sub-env (equal seeds, equal initial states)."""
         obs, _ = self.env.reset(seed=seed)
         self._episode_return[:] = 0
         self._episode_length[:] = 0
+        if self.normalizer is not None:
+            self.normalizer.reset_returns()
+            (obs,) = self.normalizer.observations(obs)
         return self._root(obs, is_init=~self._zeros)
 
     def step_and_maybe_reset(self, step: Step) -> tuple[Step, Step]:
@@ -74,7 +82,13 @@ class TensorDictVectorEnv:
         if done.any():
             final_obs = obs.copy()
             final_obs[done] = np.stack(info["final_obs"][done])
-        self._track_episodes(reward, done, truncated)
+        self._track_episodes(reward, done, truncated)  # raw rewards: reported returns are the env's own
+        if self.normalizer is not None:
+            if final_obs is obs:
+                obs = final_obs = self.normalizer.observations(obs)[0]
+            else:
+                obs, final_obs = self.normalizer.observations(obs, final_obs)
+            reward = self.normalizer.rewards(reward, done)
         step["next", "observation"] = _tensor(final_obs, np.float32)
         step["next", "reward"] = _tensor(reward[:, None], np.float32)
         step["next", "done"] = torch.from_numpy(done[:, None])
@@ -89,8 +103,13 @@ class TensorDictVectorEnv:
         returns, lengths, truncated = (np.concatenate(x) for x in zip(*parts))
         return {"return": returns, "length": lengths, "truncated": truncated}
 
+    def freeze_statistics(self, normalizer: Normalizer | None) -> None:
+        """Normalise observations with a frozen copy of ``normalizer``'s current statistics (evaluation envs)."""
+        self.normalizer = normalizer.frozen_copy(self.num_envs) if normalizer is not None else None
+
     def state_dict(self) -> dict:
-        """Everything that decides the next steps, pickled: sub-env states, their RNGs, the episode trackers.
+        """Everything that decides the next steps, pickled: sub-env states, their RNGs, the episode trackers
+        and the normalisation statistics.
 
         Taken from the innermost vector env's attributes (minus the env factories, which are local
         functions); the wrappers rlexp puts around it hold no state. ``"vector_env"`` is None for an
@@ -104,12 +123,15 @@ class TensorDictVectorEnv:
                           "run restarts its envs from fresh seeds.", stacklevel=2)
             vector_env = None
         return {"vector_env": vector_env, "episode_return": self._episode_return.copy(),
-                "episode_length": self._episode_length.copy(), "finished": list(self._finished)}
+                "episode_length": self._episode_length.copy(), "finished": list(self._finished),
+                "normalizer": self.normalizer.state_dict() if self.normalizer is not None else None}
 
     def load_state_dict(self, state: dict) -> bool:
         """Restore ``state_dict()``'s output; False if it holds no env state (the env is left as it is)."""
         self._episode_return[:], self._episode_length[:] = state["episode_return"], state["episode_length"]
         self._finished = list(state["finished"])
+        if self.normalizer is not None:
+            self.normalizer.load_state_dict(state.get("normalizer"))
         if state["vector_env"] is None:
             return False
         vars(self.env.unwrapped).update(pickle.loads(state["vector_env"]))
