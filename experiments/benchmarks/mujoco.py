@@ -1,0 +1,187 @@
+"""MuJoCo PPO benchmark: rlexp's tuned defaults and +experiment=cleanrl_mujoco against CleanRL's published table.
+
+    python experiments/benchmarks/mujoco.py run [--configs tuned cleanrl] [--envs hopper ...] [--seeds 0 1 2]
+    python experiments/benchmarks/mujoco.py report      # -> experiments/results/mujoco.md and mujoco.png
+
+``run`` trains every (config, env, seed) that has no finished run yet, two processes at a time with one
+torch thread each, into ``outputs/benchmarks/mujoco/<config>/<env>/seed<k>/``; it can be stopped and
+started again. ``--cleanrl-script <ppo_continuous_action.py> --cleanrl-python <python>`` also runs
+CleanRL's own script (in its own environment) for the wall-time comparison, timed by this script.
+``report`` reads the run folders. The metric is CleanRL's: the mean raw return of the last 100 training
+episodes (from the per-iteration means and episode counts in metrics.jsonl), as mean +- std over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = ROOT / "outputs" / "benchmarks" / "mujoco"
+RESULTS = ROOT / "experiments" / "results"
+ENVS = {"halfcheetah": "HalfCheetah", "hopper": "Hopper", "walker2d": "Walker2d",
+        "inverted_pendulum": "InvertedPendulum"}
+CONFIGS = {"tuned": [], "cleanrl": ["+experiment=cleanrl_mujoco"]}
+# CleanRL ppo_continuous_action, 1M steps, 3 seeds, v4 envs: mean and std over seeds of the last 100
+# training episodes (vwxyzjn/cleanrl docs/benchmark/ppo_continuous_action.md); its published runtime is 24-26 min.
+PUBLISHED = {"halfcheetah": (1442.6, 46.0), "hopper": (2382.9, 271.7), "walker2d": (2288.0, 571.8),
+             "inverted_pendulum": (963.1, 22.2)}
+
+
+def run_one(config: str, env: str, seed: int) -> None:
+    folder = RUNS / config / env / f"seed{seed}"
+    if (folder / "checkpoint.pt").exists():
+        return
+    command = [sys.executable, "-m", "rlexp", f"env={env}", f"seed={seed}", "logger=csv", *CONFIGS[config],
+               f"hydra.run.dir={folder}"]
+    start = time.perf_counter()
+    with open(RUNS / f"{config}_{env}_seed{seed}.log", "w") as log:
+        result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if result.returncode == 0:
+        (folder / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    print(f"{config} {env} seed {seed}: exit {result.returncode}", flush=True)
+
+
+def run_cleanrl_script(script: Path, python: Path, env: str, seed: int) -> None:
+    folder = RUNS / "cleanrl_script" / env / f"seed{seed}"
+    if (folder / "wall_seconds.txt").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(folder / "stdout.log", "w") as log:
+        result = subprocess.run([str(python), str(script), f"--env-id={ENVS[env]}-v4", f"--seed={seed}",
+                                 "--total-timesteps=1000000"], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if result.returncode == 0:
+        (folder / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    print(f"cleanrl_script {env} seed {seed}: exit {result.returncode}", flush=True)
+
+
+def last_episodes_mean(rows: list[dict], episodes: int = 100) -> float:
+    """Mean return of the last ``episodes`` training episodes, from per-iteration means and counts."""
+    total, count = 0.0, 0
+    for row in reversed(rows):
+        n = row.get("train/episodes", 0)
+        if not n:
+            continue
+        take = min(n, episodes - count)
+        total += row["train/episode_return"] * take
+        count += take
+        if count == episodes:
+            break
+    return total / count if count else float("nan")
+
+
+def read_run(folder: Path) -> dict | None:
+    metrics = folder / "metrics.jsonl"
+    if not (folder / "checkpoint.pt").exists() or not metrics.exists():
+        return None
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    wall = folder / "wall_seconds.txt"
+    return {"final": last_episodes_mean(rows), "eval": rows[-1].get("eval/episode_return", float("nan")),
+            "frames": rows[-1]["frames"], "train_seconds": rows[-1]["train/seconds"],
+            "wall": float(wall.read_text()) if wall.exists() else float("nan"),
+            "curve": [(row["frames"], row["train/episode_return"]) for row in rows if "train/episode_return" in row]}
+
+
+def summary(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:,.1f} (1 seed)"
+    return f"{statistics.mean(values):,.1f} +- {statistics.stdev(values):,.1f} ({len(values)} seeds)"
+
+
+def report() -> None:
+    lines = ["# MuJoCo: rlexp against CleanRL's published PPO table", "",
+             "Written by `python experiments/benchmarks/mujoco.py report` from the run folders under "
+             "`outputs/benchmarks/mujoco/`.", "Metric: mean raw return of the last 100 training episodes, "
+             "mean +- std over seeds (CleanRL's). `tuned`: `python -m rlexp env=<env>` (conf/tuned/); "
+             "`cleanrl`: `+experiment=cleanrl_mujoco`. rlexp runs v5 envs and bootstraps at time-limit "
+             "truncations; CleanRL ran v4 and treats truncation as termination.", "",
+             "| env | config | last-100 return | CleanRL published | vs published mean | final eval | "
+             "frames/s (training) | wall s per run |", "|---|---|---|---|---|---|---|---|"]
+    curves = {}
+    for env, (mean, std) in PUBLISHED.items():
+        for config in [*CONFIGS, "cleanrl_script"]:
+            runs = [r for r in (read_run(f) for f in sorted((RUNS / config / env).glob("seed*"))) if r]
+            if config == "cleanrl_script":
+                walls = [float((f / "wall_seconds.txt").read_text())
+                         for f in sorted((RUNS / config / env).glob("seed*")) if (f / "wall_seconds.txt").exists()]
+                if walls:
+                    lines.append(f"| {env} | CleanRL's script (here) | - | - | - | - | "
+                                 f"{1e6 / statistics.median(walls):,.0f} (whole run) | "
+                                 f"{statistics.median(walls):,.0f} |")
+                continue
+            if not runs:
+                continue
+            finals = [r["final"] for r in runs]
+            fps = statistics.median(r["frames"] / r["train_seconds"] for r in runs)
+            walls = [r["wall"] for r in runs if r["wall"] == r["wall"]]
+            lines.append(f"| {env} | {config} | {summary(finals)} | {mean:,.1f} +- {std:,.1f} | "
+                         f"{statistics.mean(finals) / mean:.2f}x | {summary([r['eval'] for r in runs])} | "
+                         f"{fps:,.0f} | {statistics.median(walls) if walls else float('nan'):,.0f} |")
+            curves[(env, config)] = [r["curve"] for r in runs]
+    (RESULTS / "mujoco.md").write_text("\n".join(lines) + "\n\n![learning curves](mujoco.png)\n")
+    plot(curves)
+    print("\n".join(lines))
+
+
+def plot(curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(env for env, _ in curves))
+    if not envs:
+        return
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.5), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for config in CONFIGS:
+            for i, curve in enumerate(curves.get((env, config), [])):
+                frames, returns = zip(*curve)
+                ax.plot(frames, returns, color="C0" if config == "tuned" else "C1", alpha=0.8,
+                        label=config if i == 0 else None)
+        ax.axhline(PUBLISHED[env][0], color="gray", linestyle="--", label="CleanRL published")
+        ax.set_title(env)
+        ax.set_xlabel("frames")
+        ax.set_ylabel("training episode return")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "mujoco.png", dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["run", "report"])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--cleanrl-script", type=Path)
+    parser.add_argument("--cleanrl-python", type=Path)
+    args = parser.parse_args()
+    if args.action == "report":
+        report()
+        return
+    RUNS.mkdir(parents=True, exist_ok=True)
+    jobs = [(run_one, (config, env, seed)) for seed in args.seeds for env in args.envs for config in args.configs]
+    if args.cleanrl_script:
+        jobs += [(run_cleanrl_script, (args.cleanrl_script, args.cleanrl_python, env, seed))
+                 for seed in args.seeds for env in args.envs]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        for future in [pool.submit(fn, *job) for fn, job in jobs]:
+            future.result()
+
+
+if __name__ == "__main__":
+    main()
