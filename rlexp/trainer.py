@@ -1,8 +1,11 @@
 """The training loop: collect -> replay transform -> advantages -> epochs over minibatches -> log.
 
-Every piece comes from a registry selected by the config (env, policy, loss, value estimator,
-replay transform), so the loop below is the whole algorithm for every combination: PPO-family
-losses on fixed-length rollouts, GRPO on grouped whole episodes (``collector.group_size``).
+``train`` is the loop, top to bottom; ``Trainer`` holds the parts it builds from the config and the
+steps of an iteration (SB3's split of collection from the update). Every piece comes from a
+registry selected by the config (env, policy, loss, value estimator, replay transform), so the loop
+is the whole algorithm for every combination: PPO-family losses on fixed-length rollouts, GRPO on
+grouped whole episodes (``collector.group_size``). Each iteration logs the wall time of its phases
+(``train/time_collect``, ``_advantage``, ``_update``, ``_eval``, ``_checkpoint``).
 """
 
 from __future__ import annotations
@@ -33,11 +36,10 @@ from rlexp.envs import build_env
 from rlexp.loggers import Logger
 from rlexp.modules import set_recurrent_mode
 from rlexp.objectives import GRPOLoss
-from rlexp.objectives.value import TD0Estimator
 from rlexp.policies import RecurrentStates, rollout_policy
 from rlexp.registry import ConfigError, losses, policies, replay_transforms, value_estimators
 from rlexp.signals import Interrupted, StopRequest
-from rlexp.validation import validate_config
+from rlexp.validation import check_sequence_length, validate_config
 
 
 def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, run: Mapping[str, str] = {},
@@ -51,138 +53,217 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
     """
     validate_config(cfg)
     device = resolve_device(cfg.device)
-    check_batch_sizes(cfg)
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
-
-    env = build_env(cfg.env)
-    eval_env = build_env(cfg.env, cfg.eval.episodes, evaluation=True)
-    actor, critic = policies.build(cfg.policy, env.observation_space, env.action_space)
-    actor, critic = actor.to(device), critic.to(device) if critic is not None else None
-    replay_transform = replay_transforms.build(cfg.replay_transform)
-    if replay_transform is not None and cfg.collector.group_size:
-        raise ConfigError(f"replay_transform={cfg.replay_transform.name} cannot be combined with grouped episode "
-                          "collection (collector.group_size, used by loss=grpo); use replay_transform=none.")
-    loss_module = losses.build(cfg.loss, actor, critic).to(device)
-    loss_module.make_value_estimator(value_estimators.build(cfg.value_estimator, value_network=critic))
-    if replay_transform is not None and not isinstance(loss_module.value_estimator, TD0Estimator):
-        raise ConfigError(
-            f"replay_transform={cfg.replay_transform.name} writes n-step rewards, which only value_estimator=td0 "
-            f"bootstraps correctly (as gamma**steps_to_next_obs); value_estimator={cfg.value_estimator.name} would "
-            "sum rewards over steps twice. Use value_estimator=td0 or replay_transform=none.")
-    reference = ReferencePolicy.for_loss(loss_module, actor)
-    sequence_length = minibatch_sequence_length(cfg, actor, critic)
-    parameters = list(loss_module.parameters())
-    # foreach: the for-loop Adam's numbers, bit for bit, at less cost; fused=True is faster still on the CPU
-    # but rounds differently, so every recorded result would move.
-    optimizer = torch.optim.Adam(parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, foreach=True)
-    if cfg.collector.group_size:
-        collector = EpisodeCollector(env, actor, cfg.collector.group_size, device, seed=cfg.seed)
-    else:
-        collector = Collector(env, rollout_policy(actor, critic), cfg.collector.frames_per_batch, device,
-                              seed=cfg.seed)
-    actor.train(not isinstance(loss_module, GRPOLoss))  # GRPO keeps its policy in eval mode throughout
-    progress = Progress(next_eval=cfg.eval.interval, next_checkpoint=cfg.checkpoint.interval,
-                        eval_seed=cfg.seed + 1_000_003)  # first evaluation only; later ones continue the env's RNG
-
-    def checkpoint_state() -> dict:
-        return {"config": OmegaConf.to_container(cfg, resolve=True), "run": dict(run), "resumable": True,
-                "frames": progress.frames, "iteration": progress.iteration, "progress": asdict(progress),
-                "actor": actor.state_dict(), "critic": critic.state_dict() if critic is not None else None,
-                "loss": loss_module.state_dict(), "optimizer": optimizer.state_dict(),
-                "reference": reference.frozen.state_dict() if reference is not None else None,
-                "replay_transform": replay_transform.state_dict() if replay_transform is not None else None,
-                "collector": collector.state_dict(), "eval_env": eval_env.state_dict(), "rng": rng_states()}
-
+    trainer = Trainer(cfg, device, run)
     if resume is not None:
-        progress = Progress(**resume["progress"])
-        loss_module.load_state_dict(resume["loss"])  # holds the actor's and critic's parameters too
-        optimizer.load_state_dict(resume["optimizer"])
-        if reference is not None:
-            reference.frozen.load_state_dict(resume["reference"])
-        if replay_transform is not None:
-            replay_transform.load_state_dict(resume["replay_transform"])
-        collector.load_state_dict(resume["collector"], seed=cfg.seed + progress.iteration)
-        eval_env.load_state_dict(resume["eval_env"])
-        set_rng_states(resume["rng"])
+        trainer.load_state_dict(resume)
+    progress, total_frames = trainer.progress, cfg.collector.total_frames
 
-    total_frames = cfg.collector.total_frames
     with make_logger() as logger, tqdm(initial=progress.frames, total=total_frames, unit="frame", unit_scale=True,
                                         dynamic_ncols=True, mininterval=1.0) as bar, unchecked_distributions():
         while progress.frames < total_frames:
-            start = time.perf_counter()
+            clock = PhaseClock()
             progress.iteration += 1
-            lr = cfg.optim.lr * (1.0 - progress.frames / total_frames if cfg.optim.anneal_lr else 1.0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
-            rollout = collector.collect()  # [num_envs, T]
-            new_frames = int(rollout[MASK].sum()) if MASK in rollout.keys(True) else rollout.numel()
-            progress.frames += new_frames
-            if reference is not None:
-                reference.write_log_prob(rollout, progress.iteration)
-            if replay_transform is not None:
-                rollout = n_step_rollout(replay_transform, rollout)
-                if rollout is None:  # the transform holds the first n_steps frames back
-                    continue
-            with torch.no_grad(), set_recurrent_mode(True):  # a recurrent critic runs over whole rows
-                loss_module.value_estimator(rollout)  # writes advantage (and value_target, state_value)
-            minibatches = Minibatches(rollout, cfg.optim.num_minibatches, sequence_length)
-
-            loss_outputs = []
-            for _epoch in range(cfg.optim.ppo_epochs):
-                for minibatch in minibatches:
-                    loss_td = loss_module(minibatch)
-                    loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
-                    optimizer.zero_grad()
-                    fault = non_finite_loss_terms(loss_td) if not torch.isfinite(loss) else None
-                    if fault is None:
-                        loss.backward()
-                        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, cfg.optim.max_grad_norm, foreach=True)
-                        fault = non_finite_gradients(loss_module) if not torch.isfinite(grad_norm) else None
-                    if fault is not None:  # the step would spread it: skip the update, or stop
-                        if cfg.trainer.on_nan == "skip":
-                            progress.skipped_batches += 1
-                            continue
-                        save_checkpoint({**checkpoint_state(), "resumable": False}, run_dir / FINAL)
-                        raise NonFiniteLoss(fault, progress.iteration, progress.frames)
-                    optimizer.step()
-                    with torch.no_grad():  # one stacked row of scalars per minibatch, averaged per iteration
-                        values = [x.float() if x.ndim == 0 else x.float().mean() for x in loss_td.values()]
-                        loss_outputs.append(torch.stack([*values, grad_norm]))
-
-            elapsed = time.perf_counter() - start
-            progress.train_seconds += elapsed
-            metrics = {"train/lr": lr, "train/fps": new_frames / elapsed, "train/iteration": progress.iteration,
-                       "train/seconds": progress.train_seconds} | episode_metrics(collector)
-            if loss_outputs:  # loss_td's entries (same keys every minibatch) and the gradient norm, averaged
-                means = torch.stack(loss_outputs, dim=1).mean(1)  # rows contiguous: the per-key means of before
-                metrics |= dict(zip([*loss_td.keys(), "train/grad_norm"], means.tolist()))
+            lr = trainer.anneal_learning_rate()
+            with clock("collect"):
+                rollout, new_frames = trainer.collect()
+            with clock("advantage"):
+                trainer.estimate_advantages(rollout)
+            with clock("update"):
+                try:
+                    losses = trainer.update(rollout)
+                except NonFiniteLoss:  # the step was not taken: the parameters are the last finite ones
+                    save_checkpoint({**trainer.state_dict(), "resumable": False}, run_dir / FINAL)
+                    raise
+            progress.train_seconds += clock.total
+            metrics = {"train/lr": lr, "train/fps": new_frames / clock.total, "train/iteration": progress.iteration,
+                       "train/seconds": progress.train_seconds} | episode_metrics(trainer.collector) | losses
+            metrics |= trainer.rollout_statistics(rollout)
             if cfg.trainer.on_nan == "skip":
                 metrics["train/skipped_batches"] = progress.skipped_batches
-            if hasattr(loss_module.value_estimator, "group_statistics"):
-                metrics |= prefixed("train", loss_module.value_estimator.group_statistics(rollout))
             if progress.frames >= progress.next_eval or progress.frames >= total_frames:
-                eval_env.freeze_statistics(env.normalizer)  # the training statistics as they are now, never updated
-                progress.eval_metrics = prefixed("eval", evaluate(eval_env, actor, device, seed=progress.eval_seed))
-                progress.eval_seed, progress.next_eval = None, progress.next_eval + cfg.eval.interval
-                metrics |= progress.eval_metrics
-            logger.log(metrics, step=progress.frames)
+                with clock("eval"):
+                    metrics |= trainer.evaluate()
             if progress.frames >= progress.next_checkpoint:
-                save_periodic(checkpoint_state(), run_dir, progress.frames, cfg.checkpoint.keep)
+                with clock("checkpoint"):
+                    save_periodic(trainer.state_dict(), run_dir, progress.frames, cfg.checkpoint.keep)
                 progress.next_checkpoint += cfg.checkpoint.interval
+            metrics |= clock.metrics()
+            logger.log(metrics, step=progress.frames)
             bar.update(new_frames)
             bar.set_postfix(fps=f"{metrics['train/fps']:,.0f}",
                             ret=f"{metrics.get('train/episode_return', float('nan')):.1f}",
                             eval=f"{progress.eval_metrics.get('eval/episode_return', float('nan')):.1f}")
             if stop and progress.frames < total_frames:  # SIGINT/SIGTERM: at an iteration's end, resumable exactly
-                path = save_periodic(checkpoint_state(), run_dir, progress.frames, cfg.checkpoint.keep)
+                path = save_periodic(trainer.state_dict(), run_dir, progress.frames, cfg.checkpoint.keep)
                 raise Interrupted(stop.signum, f" at {progress.frames:,} frames; checkpoint {path}")
 
-        save_checkpoint(checkpoint_state(), run_dir / FINAL)
-    env.close()
-    eval_env.close()
+        save_checkpoint(trainer.state_dict(), run_dir / FINAL)
+    trainer.close()
     return {"frames": progress.frames, "train/seconds": progress.train_seconds, **progress.eval_metrics}
+
+
+class Trainer:
+    """The run's parts, built from the config, and the steps of one iteration: collect, estimate
+    advantages, update, evaluate. ``state_dict``/``load_state_dict`` hold everything a checkpoint needs
+    to continue the run bit for bit.
+
+    The build order is part of the numbers: each builder draws from the seeded global RNGs.
+    """
+
+    def __init__(self, cfg: DictConfig, device: torch.device, run: Mapping[str, str]):
+        self.cfg, self.device, self.run = cfg, device, dict(run)
+        self.env = build_env(cfg.env)
+        self.eval_env = build_env(cfg.env, cfg.eval.episodes, evaluation=True)
+        actor, critic = policies.build(cfg.policy, self.env.observation_space, self.env.action_space)
+        self.actor, self.critic = actor.to(device), critic.to(device) if critic is not None else None
+        self.replay_transform = replay_transforms.build(cfg.replay_transform)
+        self.loss_module = losses.build(cfg.loss, self.actor, self.critic).to(device)
+        self.loss_module.make_value_estimator(value_estimators.build(cfg.value_estimator, value_network=self.critic))
+        self.reference = ReferencePolicy.for_loss(self.loss_module, self.actor)
+        self.sequence_length = check_sequence_length(cfg, bool(RecurrentStates(self.actor, self.critic)))
+        self.parameters = list(self.loss_module.parameters())
+        # foreach: the for-loop Adam's numbers, bit for bit, at less cost; fused=True is faster still on the CPU
+        # but rounds differently.
+        self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, foreach=True)
+        if cfg.collector.group_size:
+            self.collector = EpisodeCollector(self.env, self.actor, cfg.collector.group_size, device, seed=cfg.seed)
+        else:
+            self.collector = Collector(self.env, rollout_policy(self.actor, self.critic),
+                                       cfg.collector.frames_per_batch, device, seed=cfg.seed)
+        self.actor.train(not isinstance(self.loss_module, GRPOLoss))  # GRPO keeps its policy in eval mode
+        # the first evaluation's env seed; later ones continue the eval env's RNG
+        self.progress = Progress(next_eval=cfg.eval.interval, next_checkpoint=cfg.checkpoint.interval,
+                                 eval_seed=cfg.seed + 1_000_003)
+
+    def anneal_learning_rate(self) -> float:
+        """Linear decay to 0 over ``collector.total_frames`` (or constant); returns this iteration's lr."""
+        optim, total = self.cfg.optim, self.cfg.collector.total_frames
+        lr = optim.lr * (1.0 - self.progress.frames / total if optim.anneal_lr else 1.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def collect(self) -> tuple[TensorDict, int]:
+        """A rollout ``[num_envs, T]`` and its number of new frames.
+
+        With the multi-step transform the rollout's frames are the windows that closed in this call:
+        the first call's ``T`` is ``n_steps`` shorter (validation keeps ``n_steps`` below ``T``).
+        """
+        rollout = self.collector.collect()
+        new_frames = int(rollout[MASK].sum()) if MASK in rollout.keys(True) else rollout.numel()
+        self.progress.frames += new_frames
+        if self.reference is not None:
+            self.reference.write_log_prob(rollout, self.progress.iteration)
+        if self.replay_transform is not None:
+            rollout = n_step_rollout(self.replay_transform, rollout)
+        return rollout, new_frames
+
+    @torch.no_grad()
+    def estimate_advantages(self, rollout: TensorDict) -> None:
+        """Write ``advantage`` (and ``value_target``, ``state_value``) into ``rollout``."""
+        with set_recurrent_mode(True):  # a recurrent critic runs over whole rows
+            self.loss_module.value_estimator(rollout)
+
+    def update(self, rollout: TensorDict) -> dict[str, float]:
+        """``optim.ppo_epochs`` epochs over the rollout's minibatches; the loss outputs averaged by key.
+
+        A non-finite loss or gradient raises ``NonFiniteLoss`` before the step would spread it, or
+        (``trainer.on_nan=skip``) drops that minibatch's update.
+        """
+        outputs: dict[str, list[torch.Tensor]] = {}
+        minibatches = Minibatches(rollout, self.cfg.optim.num_minibatches, self.sequence_length)
+        for _epoch in range(self.cfg.optim.ppo_epochs):
+            for minibatch in minibatches:
+                loss_td = self.loss_module(minibatch)
+                loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
+                self.optimizer.zero_grad()
+                fault = non_finite_loss_terms(loss_td) if not torch.isfinite(loss) else None
+                if fault is None:
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.cfg.optim.max_grad_norm,
+                                                               foreach=True)
+                    fault = non_finite_gradients(self.loss_module) if not torch.isfinite(grad_norm) else None
+                if fault is not None:
+                    if self.cfg.trainer.on_nan == "skip":
+                        self.progress.skipped_batches += 1
+                        continue
+                    raise NonFiniteLoss(fault, self.progress.iteration, self.progress.frames)
+                self.optimizer.step()
+                with torch.no_grad():
+                    for key, value in [*loss_td.items(), ("train/grad_norm", grad_norm)]:
+                        outputs.setdefault(key, []).append(value.float() if value.ndim == 0 else value.float().mean())
+        with torch.no_grad():
+            return {key: torch.stack(values).mean().item() for key, values in outputs.items()}
+
+    def rollout_statistics(self, rollout: TensorDict) -> dict[str, float]:
+        """The value estimator's per-iteration diagnostics, if it has any (GRPO's group statistics)."""
+        statistics = getattr(self.loss_module.value_estimator, "group_statistics", None)
+        return prefixed("train", statistics(rollout)) if statistics is not None else {}
+
+    def evaluate(self) -> dict[str, float]:
+        """Deterministic episodes on the evaluation envs, with the training statistics frozen as they are now."""
+        progress = self.progress
+        self.eval_env.freeze_statistics(self.env.normalizer)
+        progress.eval_metrics = prefixed("eval", evaluate(self.eval_env, self.actor, self.device,
+                                                          seed=progress.eval_seed))
+        progress.eval_seed, progress.next_eval = None, progress.next_eval + self.cfg.eval.interval
+        return progress.eval_metrics
+
+    def state_dict(self) -> dict:
+        """Everything that decides the rest of the run, with the config and the logger's run identity."""
+        return {"config": OmegaConf.to_container(self.cfg, resolve=True), "run": self.run, "resumable": True,
+                "frames": self.progress.frames, "iteration": self.progress.iteration,
+                "progress": asdict(self.progress), "actor": self.actor.state_dict(),
+                "critic": self.critic.state_dict() if self.critic is not None else None,
+                "loss": self.loss_module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "reference": self.reference.frozen.state_dict() if self.reference is not None else None,
+                "replay_transform": self.replay_transform.state_dict() if self.replay_transform is not None else None,
+                "collector": self.collector.state_dict(), "eval_env": self.eval_env.state_dict(),
+                "rng": rng_states()}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Continue from ``state_dict()``'s output (``actor``/``critic`` are inside the loss's parameters)."""
+        self.progress = Progress(**state["progress"])
+        self.loss_module.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.reference is not None:
+            self.reference.frozen.load_state_dict(state["reference"])
+        if self.replay_transform is not None:
+            self.replay_transform.load_state_dict(state["replay_transform"])
+        self.collector.load_state_dict(state["collector"], seed=self.cfg.seed + self.progress.iteration)
+        self.eval_env.load_state_dict(state["eval_env"])
+        set_rng_states(state["rng"])
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+
+
+class PhaseClock:
+    """Wall time of an iteration's phases: ``train/time_<phase>`` in seconds; ``total`` is the training part
+    (collection, advantages and update), the time ``train/fps`` and ``train/seconds`` count."""
+
+    TRAINING = ("collect", "advantage", "update")
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.get(phase, 0.0) for phase in self.TRAINING)
+
+    def metrics(self) -> dict[str, float]:
+        return {f"train/time_{phase}": seconds for phase, seconds in self.seconds.items()}
 
 
 @dataclass
@@ -231,29 +312,13 @@ class Minibatches:
         if sequence_length is None:
             self.batch = rollout[rollout[MASK]] if masked else rollout.reshape(-1)
         else:
-            steps = rollout.shape[-1]
-            length = steps if masked or not sequence_length else sequence_length
-            if steps % length:
-                raise ConfigError(f"optim.sequence_length={length} does not divide the {steps} steps per env of a "
-                                  "rollout.")
+            length = rollout.shape[-1] if masked or not sequence_length else sequence_length
             self.batch = rollout.reshape(-1, length)
         self.size = math.ceil(len(self.batch) / num_minibatches)
 
     def __iter__(self) -> Iterator[TensorDict]:
         for index in torch.randperm(len(self.batch), device=self.batch.device).split(self.size):
             yield self.batch[index]
-
-
-def minibatch_sequence_length(cfg: DictConfig, actor, critic) -> int | None:
-    """``optim.sequence_length`` for recurrent policies (checked against the rollout length), else None."""
-    if not RecurrentStates(actor, critic):
-        return None
-    length = cfg.optim.sequence_length or 0
-    steps = cfg.collector.frames_per_batch // cfg.env.num_envs
-    if length < 0 or (length and not cfg.collector.group_size and steps % length):
-        raise ConfigError(f"optim.sequence_length={length} must be 0 (whole rows) or divide the rollout's "
-                          f"{steps} steps per env (collector.frames_per_batch / env.num_envs).")
-    return length
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -301,23 +366,6 @@ class ReferencePolicy:
         with set_recurrent_mode(True):  # a recurrent reference replays each row; the rollout stays unchanged
             dist = self.frozen.get_dist(rollout.select(*self.frozen.in_keys, strict=False))
         rollout[self.key] = dist.log_prob(rollout["action"])
-
-
-def check_batch_sizes(cfg: DictConfig) -> None:
-    """Fail early on batch settings the collector or minibatching cannot honour."""
-    frames_per_batch, num_envs, group_size = cfg.collector.frames_per_batch, cfg.env.num_envs, cfg.collector.group_size
-    if cfg.optim.num_minibatches < 1:
-        raise ConfigError(f"optim.num_minibatches must be >= 1, got {cfg.optim.num_minibatches}.")
-    if group_size:
-        if group_size < 2 or num_envs % group_size:
-            raise ConfigError(f"collector.group_size={group_size} must be >= 2 and divide env.num_envs={num_envs} "
-                              "(each block of group_size envs is one group).")
-        return
-    if frames_per_batch % num_envs:
-        raise ConfigError(f"collector.frames_per_batch={frames_per_batch} is not divisible by env.num_envs={num_envs}.")
-    if frames_per_batch % cfg.optim.num_minibatches:
-        raise ConfigError(f"collector.frames_per_batch={frames_per_batch} is not divisible by "
-                          f"optim.num_minibatches={cfg.optim.num_minibatches}.")
 
 
 def episode_metrics(collector) -> dict[str, float]:

@@ -1,5 +1,9 @@
-"""Range checks of the config values the trainer reads, before anything is built, one message each.
+"""Every check of the config that the trainer needs, one message each, before anything is built.
 
+``validate_config``: types and ranges of the values the trainer reads, batch sizes the collector and
+minibatching can honour, and the combinations of groups that would train something meaningless.
+``check_sequence_length`` needs to know whether the built policy is recurrent, so the trainer calls
+it right after building the networks, still before any env steps or the logger opens.
 The types of the trainer's own keys are checked by Hydra against ``rlexp.config``'s schema; group
 options (env, policy, loss, ...) by their builders through the registry. The group keys listed
 here (env size, discount factors) are read by the trainer too, so their type is checked here.
@@ -58,6 +62,8 @@ def validate_config(cfg: DictConfig) -> None:
     group_size = OmegaConf.select(cfg, "collector.group_size", default=None)
     if group_size is not None and not (is_kind(group_size, int) and group_size >= 2):
         raise ConfigError(f"collector.group_size={group_size!r} must be null or an integer >= 2.")
+    check_batch_sizes(cfg)
+    check_replay_transform(cfg)
     if group_size and OmegaConf.select(cfg, "env.normalize.reward", default=False):
         raise ConfigError("env.normalize.reward=true cannot be combined with grouped episode collection "
                           "(collector.group_size, used by loss=grpo): GRPO standardises whole-episode returns within "
@@ -75,3 +81,59 @@ def is_kind(value: object, kind: type) -> bool:
     if kind is int:
         return isinstance(value, int)
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def check_batch_sizes(cfg: DictConfig) -> None:
+    """Batch settings the collector and minibatching can honour."""
+    frames_per_batch, num_envs, group_size = cfg.collector.frames_per_batch, cfg.env.num_envs, cfg.collector.group_size
+    if group_size:
+        if num_envs % group_size:
+            raise ConfigError(f"collector.group_size={group_size} must divide env.num_envs={num_envs} "
+                              "(each block of group_size envs is one group).")
+        return
+    if frames_per_batch % num_envs:
+        raise ConfigError(f"collector.frames_per_batch={frames_per_batch} is not divisible by env.num_envs={num_envs}.")
+    if frames_per_batch % cfg.optim.num_minibatches:
+        raise ConfigError(f"collector.frames_per_batch={frames_per_batch} is not divisible by "
+                          f"optim.num_minibatches={cfg.optim.num_minibatches}.")
+
+
+def check_replay_transform(cfg: DictConfig) -> None:
+    """The multi-step transform only with fixed-length rollouts and an estimator that bootstraps after one reward."""
+    from rlexp.objectives.value import TD0Estimator
+    from rlexp.registry import value_estimators
+
+    name = OmegaConf.select(cfg, "replay_transform.name", default="none")
+    if name in (None, "none"):
+        return
+    if cfg.collector.group_size:
+        raise ConfigError(f"replay_transform={name} cannot be combined with grouped episode collection "
+                          "(collector.group_size, used by loss=grpo); use replay_transform=none.")
+    estimator = value_estimators.get(cfg.value_estimator.name)
+    if not (isinstance(estimator, type) and issubclass(estimator, TD0Estimator)):
+        raise ConfigError(
+            f"replay_transform={name} writes n-step rewards, which only value_estimator=td0 bootstraps correctly "
+            f"(as gamma**steps_to_next_obs); value_estimator={cfg.value_estimator.name} would sum rewards over "
+            "steps twice. Use value_estimator=td0 or replay_transform=none.")
+    n_steps, steps = OmegaConf.select(cfg, "replay_transform.n_steps", default=1), \
+        cfg.collector.frames_per_batch // cfg.env.num_envs
+    if is_kind(n_steps, int) and n_steps >= steps:
+        raise ConfigError(f"replay_transform.n_steps={n_steps} must be smaller than the {steps} steps per env of a "
+                          "rollout (collector.frames_per_batch / env.num_envs): the transform holds n_steps of them "
+                          "back until the next rollout.")
+
+
+def check_sequence_length(cfg: DictConfig, recurrent: bool) -> int | None:
+    """``optim.sequence_length`` for a recurrent policy (checked against the rollout length), else None."""
+    if not recurrent:
+        return None
+    length = cfg.optim.sequence_length or 0
+    steps = cfg.collector.frames_per_batch // cfg.env.num_envs
+    if length < 0 or (length and not cfg.collector.group_size and steps % length):
+        raise ConfigError(f"optim.sequence_length={length} must be 0 (whole rows) or divide the rollout's "
+                          f"{steps} steps per env (collector.frames_per_batch / env.num_envs).")
+    if length and OmegaConf.select(cfg, "replay_transform.name", default="none") not in (None, "none"):
+        raise ConfigError(f"optim.sequence_length={length} with replay_transform={cfg.replay_transform.name}: the "
+                          "transform's first rollout is n_steps shorter than the others, so fixed-length sequences "
+                          "do not fit every rollout. Use optim.sequence_length=0 (whole rows) with a recurrent policy.")
+    return length

@@ -8,7 +8,8 @@ from support import compose_config
 from rlexp.collector import MASK
 from rlexp.data import MultiStepTransform
 from rlexp.loggers import Logger
-from rlexp.registry import ConfigError
+from rlexp.objectives import ClipPPOLoss
+from rlexp.registry import ConfigError, losses
 from rlexp.trainer import Minibatches, n_step_rollout, train
 
 
@@ -52,3 +53,55 @@ def test_meaningless_combinations_are_rejected(tmp_path, overrides, message):
     cfg = compose_config("logger=none", *overrides)
     with pytest.raises(ConfigError, match=message):
         train(cfg, tmp_path, make_logger=Logger)
+
+
+@losses.register("clip_ppo_keys_in_turns")
+class KeysInTurns(ClipPPOLoss):
+    """Returns its outputs in a different key order on every other call, plus the call's number."""
+
+    calls = 0
+
+    def forward(self, tensordict):
+        out = super().forward(tensordict)
+        type(self).calls += 1
+        out["call"] = torch.tensor(float(type(self).calls))
+        return out if type(self).calls % 2 else out.select(*reversed(list(out.keys())))
+
+
+class Rows(Logger):
+    def __init__(self):
+        self.rows = []
+
+    def log(self, metrics, step):
+        self.rows.append(dict(metrics))
+
+
+def test_loss_outputs_are_averaged_by_key_and_phases_are_timed(tmp_path):
+    KeysInTurns.calls = 0
+    rows = Rows()
+    train(compose_config("logger=none", "loss.name=clip_ppo_keys_in_turns", "collector.total_frames=2048",
+                         "collector.frames_per_batch=1024", "env.num_envs=8", "optim.ppo_epochs=2",
+                         "optim.num_minibatches=2", "eval.interval=2048", "eval.episodes=2"), tmp_path,
+          make_logger=lambda: rows)
+    assert [row["call"] for row in rows.rows] == [2.5, 6.5]  # the mean of calls 1-4 and 5-8, whatever the order
+    for row in rows.rows:
+        phases = {key for key in row if key.startswith("train/time_")}
+        assert {"train/time_collect", "train/time_advantage", "train/time_update"} <= phases
+        assert all(row[key] > 0 for key in phases)
+        training = row["train/time_collect"] + row["train/time_advantage"] + row["train/time_update"]
+        assert row["train/fps"] == pytest.approx(1024 / training)
+    assert "train/time_eval" in rows.rows[-1] and "train/time_eval" not in rows.rows[0]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["replay_transform=multistep", "value_estimator=td0", "replay_transform.n_steps=64"],
+     "replay_transform.n_steps=64 must be smaller than the 64 steps per env"),
+    (["policy=gru", "replay_transform=multistep", "value_estimator=td0"],
+     "optim.sequence_length=8 with replay_transform=multistep"),
+])
+def test_combinations_that_used_to_fail_mid_run_are_refused_before_training(tmp_path, overrides, message):
+    opened = []
+    with pytest.raises(ConfigError, match=message):
+        train(compose_config("logger=none", "env.num_envs=32", *overrides), tmp_path,
+              make_logger=lambda: opened.append(1) or Logger())
+    assert not opened
