@@ -32,7 +32,7 @@ import rlexp.objectives.value  # noqa: F401  (registers the built-in value estim
 import rlexp.policies  # noqa: F401  (registers the built-in policies)
 from rlexp.checkpoint import FINAL, PERIODIC_DIR, rng_states, save_checkpoint, save_periodic, set_rng_states
 from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
-from rlexp.envs import build_env
+from rlexp.envs import EnvFault, build_env
 from rlexp.loggers import Logger
 from rlexp.modules import set_recurrent_mode
 from rlexp.objectives import GRPOLoss
@@ -66,16 +66,19 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
             clock = PhaseClock()
             progress.iteration += 1
             lr = trainer.anneal_learning_rate()
-            with clock("collect"):
-                rollout, new_frames = trainer.collect()
-            with clock("advantage"):
-                trainer.estimate_advantages(rollout)
-            with clock("update"):
-                try:
+            try:
+                with clock("collect"):
+                    rollout, new_frames = trainer.collect()
+                with clock("advantage"):
+                    trainer.estimate_advantages(rollout)
+                with clock("update"):
                     losses = trainer.update(rollout)
-                except NonFiniteLoss:  # the step was not taken: the parameters are the last finite ones
-                    save_checkpoint({**trainer.state_dict(), "resumable": False}, run_dir / FINAL)
-                    raise
+            except (EnvFault, NonFiniteLoss) as fault:  # no step was taken with it: the parameters are finite
+                save_checkpoint({**trainer.state_dict(), "resumable": False}, run_dir / FINAL)
+                if isinstance(fault, EnvFault):
+                    raise EnvFault(f"{fault} The parameters are saved in {FINAL} (the last resumable state in "
+                                   f"{PERIODIC_DIR}/).") from None
+                raise
             progress.train_seconds += clock.total
             metrics = {"train/lr": lr, "train/fps": new_frames / clock.total, "train/iteration": progress.iteration,
                        "train/seconds": progress.train_seconds} | episode_metrics(trainer.collector) | losses
@@ -128,6 +131,10 @@ class Trainer:
         # but rounds differently.
         self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, foreach=True)
         if cfg.collector.group_size:
+            if self.env.max_episode_steps is None:
+                raise ConfigError(f"env {self.env.name} has no time limit, and grouped episode collection "
+                                  "(collector.group_size, used by loss=grpo) runs every episode to its end: set "
+                                  "env.max_episode_steps.")
             self.collector = EpisodeCollector(self.env, self.actor, cfg.collector.group_size, device, seed=cfg.seed)
         else:
             self.collector = Collector(self.env, rollout_policy(self.actor, self.critic),

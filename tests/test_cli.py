@@ -9,7 +9,7 @@ from support import read_wandb_run, run_cli
 from rlexp.registry import losses, policies, value_estimators
 import rlexp.envs, rlexp.objectives, rlexp.objectives.value, rlexp.policies  # noqa: E401,F401  (registries)
 from rlexp.collector import Collector
-from rlexp.envs.gym import make_gym_env
+from rlexp.envs import build_env
 
 OVERRIDES = ["collector.total_frames=4096", "collector.frames_per_batch=1024", "env.num_envs=8",
              "eval.interval=2048", "eval.episodes=2", "seed=1"]
@@ -17,7 +17,7 @@ OVERRIDES = ["collector.total_frames=4096", "collector.frames_per_batch=1024", "
 
 def loss_output_keys(config: dict) -> set[str]:
     """Keys the configured loss returns, from running it here on a freshly collected batch."""
-    env = make_gym_env(**{k: v for k, v in config["env"].items() if k != "name"})
+    env = build_env(config["env"])
     actor, critic = policies.build(config["policy"], env.observation_space, env.action_space)
     loss = losses.build(config["loss"], actor, critic)
     loss.make_value_estimator(value_estimators.build(config["value_estimator"], value_network=critic))

@@ -36,7 +36,8 @@ class Recorder(Logger):
 
 
 def metrics_without_timing(rows):
-    return [{k: v for k, v in row.items() if k not in ("train/fps", "train/seconds")} for row in rows]
+    return [{k: v for k, v in row.items() if not k.startswith(("train/fps", "train/seconds", "train/time_"))}
+            for row in rows]
 
 
 def test_evaluation_reads_the_frozen_training_statistics_and_rlexp_evaluate_reproduces_it(tmp_path):
@@ -120,13 +121,23 @@ def test_grpo_keeps_its_collection_on_a_tuned_env_and_refuses_reward_normalisati
     assert cfg.env.normalize.observation and cfg.value_estimator.name == "group_relative"
 
 
-def test_a_short_hopper_run_trains_with_normalisation(tmp_path):
-    result = train(compose_config("env=hopper", "logger=none", "collector.total_frames=4096", "eval.episodes=2",
-                                  "optim.num_minibatches=4", "optim.ppo_epochs=2"), tmp_path, make_logger=Logger)
-    assert result["frames"] == 4096 and result["eval/episode_length"] > 0
-    saved = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert saved["collector"]["env"]["normalizer"]["obs_rms"]["mean"].shape == (11,)
-    assert saved["config"]["env"]["id"] == "Hopper-v5"
+def test_a_short_hopper_run_trains_and_resumes_bit_identically(tmp_path):
+    """MuJoCo envs pickle as their constructor arguments; the checkpoint carries their simulation and RNG."""
+    args = ["env=hopper", "logger=none", "collector.total_frames=8192", "checkpoint.interval=4096",
+            "eval.interval=4096", "eval.episodes=2", "optim.num_minibatches=4", "optim.ppo_epochs=2"]
+    for folder in ("whole", "resumed"):
+        (tmp_path / folder).mkdir()
+    whole, resumed = Recorder(), Recorder()
+    result = train(compose_config(*args), tmp_path / "whole", make_logger=lambda: whole)
+    assert result["frames"] == 8192 and result["eval/episode_length"] > 0
+    checkpoint = load_checkpoint(tmp_path / "whole" / "checkpoints" / "checkpoint_000000004096.pt")
+    assert checkpoint["config"]["env"]["id"] == "Hopper-v5"
+    assert checkpoint["collector"]["env"]["normalizer"]["obs_rms"]["mean"].shape == (11,)
+    train(compose_config(*args), tmp_path / "resumed", make_logger=lambda: resumed, resume=checkpoint)
+    assert metrics_without_timing(resumed.rows) == metrics_without_timing(whole.rows)[2:]
+    final, reference = (load_checkpoint(tmp_path / f / "checkpoint.pt") for f in ("resumed", "whole"))
+    for key, value in reference["loss"].items():
+        assert torch.equal(final["loss"][key], value), key
 
 
 def test_missing_mujoco_is_one_line_and_exit_2(tmp_path):

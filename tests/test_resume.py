@@ -21,7 +21,8 @@ TIMING = {"train/fps", "train/seconds", "_runtime", "_timestamp"}
 
 
 def without_timing(rows: list[dict]) -> list[dict]:
-    return [{key: value for key, value in row.items() if key not in TIMING} for row in rows]
+    return [{key: value for key, value in row.items() if key not in TIMING and not key.startswith("train/time_")}
+            for row in rows]
 
 
 def metrics(run_dir) -> list[dict]:

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlexp.envs.gym import make_gym_env
 from rlexp.envs.normalize import NormalizeConfig, Normalizer, RunningMeanStd
-from rlexp.envs.tensordict_env import Step, TensorDictVectorEnv, stack_steps
+from rlexp.envs.tensordict_env import EnvFault, Step, TensorDictVectorEnv, stack_steps
 from rlexp.registry import ConfigError, envs
 
 
@@ -43,5 +43,5 @@ def build_env(config: Mapping[str, Any], num_envs: int | None = None, *,
     return env
 
 
-__all__ = ["NormalizeConfig", "Normalizer", "RunningMeanStd", "Step", "TensorDictVectorEnv", "build_env",
+__all__ = ["EnvFault", "NormalizeConfig", "Normalizer", "RunningMeanStd", "Step", "TensorDictVectorEnv", "build_env",
            "make_gym_env", "normalize_config", "stack_steps"]

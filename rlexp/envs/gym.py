@@ -62,4 +62,4 @@ def make_gym_env(*, id: str, num_envs: int = 8, max_episode_steps: int | None = 
         except ValueError as err:
             env.close()
             raise ConfigError(f"env.observation_indices / env.observation_scale: {err}") from None
-    return TensorDictVectorEnv(env)
+    return TensorDictVectorEnv(env, name=id, max_episode_steps=max_episode_steps or spec.max_episode_steps)

@@ -43,10 +43,59 @@ def _tensor(array: np.ndarray, dtype: type) -> torch.Tensor:
     return torch.from_numpy(np.asarray(array, dtype=dtype))
 
 
-class TensorDictVectorEnv:
-    """Wraps a same-step-autoreset ``gymnasium.vector.VectorEnv``; tensors live on the CPU."""
+def _simulators(vector_env: VectorEnv) -> list:
+    """The MuJoCo sub-envs of a sync vector env (those with a ``model`` and ``data``), else []."""
+    subs = [env.unwrapped for env in getattr(vector_env, "envs", ())]
+    return subs if subs and all(hasattr(env, "model") and hasattr(env, "data") for env in subs) else []
 
-    def __init__(self, env: VectorEnv):
+
+def simulator_states(vector_env: VectorEnv) -> list[dict] | None:
+    """Each MuJoCo sub-env's full integration state and RNG; None for other envs.
+
+    gymnasium's MuJoCo envs pickle as their constructor arguments (``EzPickle``): unpickled, they
+    start a fresh simulation and RNG. So checkpoints carry the state as MuJoCo's own
+    ``mj_getState`` reads it (time, positions, velocities, actuation, warm start, ...) and the
+    generator state of the env's ``np_random``, which draws the reset noise.
+    """
+    sims = _simulators(vector_env)
+    if not sims:
+        return None
+    import mujoco
+
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    states = []
+    for sim in sims:
+        physics = np.empty(mujoco.mj_stateSize(sim.model, spec))
+        mujoco.mj_getState(sim.model, sim.data, physics, spec)
+        states.append({"physics": physics, "rng": sim.np_random.bit_generator.state})
+    return states
+
+
+def set_simulator_states(vector_env: VectorEnv, states: list[dict] | None) -> None:
+    if states is None:
+        return
+    import mujoco
+
+    for sim, state in zip(_simulators(vector_env), states, strict=True):
+        mujoco.mj_setState(sim.model, sim.data, state["physics"], mujoco.mjtState.mjSTATE_INTEGRATION)
+        sim.np_random.bit_generator.state = state["rng"]
+
+
+class EnvFault(FloatingPointError):
+    """An env returned a non-finite observation or reward: training stops where it entered."""
+
+
+class TensorDictVectorEnv:
+    """Wraps a same-step-autoreset ``gymnasium.vector.VectorEnv``; tensors live on the CPU.
+
+    Box observations and actions with more than one dimension are flattened for the policy
+    (``observation_space``/``action_space`` are the flat Boxes) and actions reshaped for the env.
+    Every step checks that the env's observations have the shape of its space and that they and the
+    rewards are finite, and names the env, the entry and the step otherwise. ``max_episode_steps``
+    is the env's time limit (None: none known).
+    """
+
+    def __init__(self, env: VectorEnv, name: str | None = None, max_episode_steps: int | None = None):
         if env.metadata.get("autoreset_mode") is not AutoresetMode.SAME_STEP:
             raise ValueError(f"{env} must use same-step autoreset, got {env.metadata.get('autoreset_mode')}.")
         obs_space, act_space = env.single_observation_space, env.single_action_space
@@ -55,9 +104,16 @@ class TensorDictVectorEnv:
         if not isinstance(act_space, (spaces.Discrete, spaces.Box)):
             raise ConfigError(f"Action space {act_space} is not supported: use a Discrete or Box action space.")
         self.env = env
+        self.name = name or getattr(env.spec, "id", None) or type(env.unwrapped).__name__
+        self.max_episode_steps = max_episode_steps or getattr(env.spec, "max_episode_steps", None)
         self.num_envs = env.num_envs
-        self.observation_space, self.action_space = obs_space, act_space
+        self.observation_shape = (self.num_envs, *obs_space.shape)
+        self.observation_space = spaces.flatten_space(obs_space) if len(obs_space.shape) > 1 else obs_space
+        self.action_space = spaces.flatten_space(act_space) if isinstance(act_space, spaces.Box) and \
+            len(act_space.shape) > 1 else act_space
+        self._env_action_shape = (self.num_envs, *act_space.shape)
         self.discrete = isinstance(act_space, spaces.Discrete)
+        self.steps = 0  # vector steps since construction, named in fault messages
         self._zeros = torch.zeros(self.num_envs, 1, dtype=torch.bool)
         self._episode_return = np.zeros(self.num_envs)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
@@ -67,6 +123,7 @@ class TensorDictVectorEnv:
     def reset(self, seed: int | list[int] | None = None) -> Step:
         """Reset every sub-env; a list gives one seed per sub-env (equal seeds, equal initial states)."""
         obs, _ = self.env.reset(seed=seed)
+        obs = self._checked("observation", obs, "reset")
         self._episode_return[:] = 0
         self._episode_length[:] = 0
         if self.normalizer is not None:
@@ -76,12 +133,20 @@ class TensorDictVectorEnv:
 
     def step_and_maybe_reset(self, step: Step) -> tuple[Step, Step]:
         """Step with ``step["action"]``; return ``step`` with its ``"next"`` entries and the next root."""
-        obs, reward, terminated, truncated, info = self.env.step(self._env_action(step["action"]))
+        self.steps += 1
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(self._env_action(step["action"]))
+        except ValueError as err:  # gymnasium's vector env fails to stack a misshapen observation
+            self._raise_if_misshapen(err)
+            raise
+        obs = self._checked("observation", obs, f"step {self.steps}")
+        reward = self._checked("reward", reward, f"step {self.steps}")
         done = terminated | truncated
         final_obs = obs
         if done.any():
             final_obs = obs.copy()
-            final_obs[done] = np.stack(info["final_obs"][done])
+            final_obs[done] = self._checked("final observation", np.stack(info["final_obs"][done]),
+                                            f"step {self.steps}")
         self._track_episodes(reward, done, truncated)  # raw rewards: reported returns are the env's own
         if self.normalizer is not None:
             if final_obs is obs:
@@ -118,11 +183,12 @@ class TensorDictVectorEnv:
         inner = {key: value for key, value in vars(self.env.unwrapped).items() if key != "env_fns"}
         try:
             vector_env = pickle.dumps(inner)
-        except (pickle.PicklingError, TypeError, AttributeError) as err:
+        except Exception as err:  # noqa: BLE001  (simulator bindings raise anything: ValueError, RuntimeError, ...)
             warnings.warn(f"{self.env} cannot be pickled ({err}); checkpoints hold no env state, and a resumed "
                           "run restarts its envs from fresh seeds.", stacklevel=2)
             vector_env = None
-        return {"vector_env": vector_env, "episode_return": self._episode_return.copy(),
+        return {"vector_env": vector_env, "simulators": simulator_states(self.env.unwrapped),
+                "episode_return": self._episode_return.copy(),
                 "episode_length": self._episode_length.copy(), "finished": list(self._finished),
                 "normalizer": self.normalizer.state_dict() if self.normalizer is not None else None}
 
@@ -135,6 +201,7 @@ class TensorDictVectorEnv:
         if state["vector_env"] is None:
             return False
         vars(self.env.unwrapped).update(pickle.loads(state["vector_env"]))
+        set_simulator_states(self.env.unwrapped, state.get("simulators"))
         return True
 
     def close(self) -> None:
@@ -150,7 +217,33 @@ class TensorDictVectorEnv:
         if self.discrete:
             return action
         # The policy's unbounded sample is stored; only the env sees it clipped to the bounds.
-        return np.clip(action, self.action_space.low, self.action_space.high)
+        action = np.clip(action, self.action_space.low, self.action_space.high)
+        return action.reshape(self._env_action_shape)
+
+    def _raise_if_misshapen(self, err: ValueError) -> None:
+        """Name the env and the shapes when a sub-env's last observation does not fit the space."""
+        shapes = [np.shape(obs) for obs in getattr(self.env.unwrapped, "_env_obs", None) or ()]
+        wrong = {i: shape for i, shape in enumerate(shapes) if shape != self.observation_shape[1:]}
+        if wrong:
+            raise ConfigError(f"env {self.name} returned observations of shape {sorted(set(wrong.values()))} at step "
+                              f"{self.steps} (sub-envs {sorted(wrong)}); its observation space expects "
+                              f"{self.observation_shape[1:]} ({err}).") from None
+
+    def _checked(self, entry: str, values: np.ndarray, when: str) -> np.ndarray:
+        """Observations as ``[rows, flat]`` (rewards as they are), refused if misshapen or not finite."""
+        values = np.asarray(values)
+        if entry != "reward":
+            expected = (self.num_envs if entry == "observation" else len(values), *self.observation_shape[1:])
+            if values.shape != expected:
+                raise ConfigError(f"env {self.name} returned {entry}s of shape {values.shape} at {when}; its "
+                                  f"observation space expects {expected} (num_envs={self.num_envs}).")
+            values = values.reshape(expected[0], -1)
+        if not np.isfinite(values).all():
+            row = int(np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(-1))[0])
+            raise EnvFault(f"env {self.name} returned a non-finite {entry} at {when} (sub-env {row}: "
+                           f"{values[row].tolist()}). Training stops here: an update cannot repair the env's output "
+                           "(trainer.on_nan=skip covers the loss and gradients only).")
+        return values
 
     def _track_episodes(self, reward: np.ndarray, done: np.ndarray, truncated: np.ndarray) -> None:
         self._episode_return += reward
