@@ -36,6 +36,7 @@ from rlexp.objectives.value import TD0Estimator
 from rlexp.policies import RecurrentStates, rollout_policy
 from rlexp.registry import ConfigError, envs, losses, policies, replay_transforms, value_estimators
 from rlexp.signals import Interrupted, StopRequest
+from rlexp.video import VIDEO_DIR, VIDEO_KEY, VideoRecorder, render_options
 from rlexp.validation import validate_config
 
 
@@ -55,7 +56,9 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
     torch.set_num_threads(cfg.threads)
 
     env = envs.build(cfg.env)
-    eval_env = envs.build({**cfg.env, "num_envs": cfg.eval.episodes})
+    video_options = render_options(cfg.env) if cfg.eval.video else {}  # render_mode for evaluation videos
+    eval_env = envs.build({**cfg.env, "num_envs": cfg.eval.episodes, **video_options})
+    video = VideoRecorder(eval_env, cfg.env, run_dir / VIDEO_DIR, cfg.eval.video_every) if cfg.eval.video else None
     actor, critic = policies.build(cfg.policy, env.observation_space, env.action_space)
     actor, critic = actor.to(device), critic.to(device) if critic is not None else None
     replay_transform = replay_transforms.build(cfg.replay_transform)
@@ -162,9 +165,14 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
             if hasattr(loss_module.value_estimator, "group_statistics"):
                 metrics |= prefixed("train", loss_module.value_estimator.group_statistics(rollout))
             if progress.frames >= progress.next_eval or progress.frames >= total_frames:
-                progress.eval_metrics = prefixed("eval", evaluate(eval_env, actor, device, seed=progress.eval_seed))
+                recording = video and video.recording(progress.next_eval // cfg.eval.interval, progress.frames,
+                                                      final=progress.frames >= total_frames)
+                returns = evaluate(recording or eval_env, actor, device, seed=progress.eval_seed)
+                progress.eval_metrics = prefixed("eval", returns)
                 progress.eval_seed, progress.next_eval = None, progress.next_eval + cfg.eval.interval
                 metrics |= progress.eval_metrics
+                if recording:
+                    logger.log_video(VIDEO_KEY, recording.path, step=progress.frames)
             logger.log(metrics, step=progress.frames)
             if progress.frames >= progress.next_checkpoint:
                 save_periodic(checkpoint_state(), run_dir, progress.frames, cfg.checkpoint.keep)

@@ -16,12 +16,14 @@ from rlexp.registry import ConfigError, envs
 @envs.register("gym")
 def make_gym_env(*, id: str, num_envs: int = 8, max_episode_steps: int | None = None,
                  kwargs: dict | None = None, observation_indices: list[int] | None = None,
-                 observation_scale: list[float] | None = None) -> TensorDictVectorEnv:
+                 observation_scale: list[float] | None = None, render_mode: str | None = None) -> TensorDictVectorEnv:
     """``num_envs`` copies of gymnasium env ``id``, numpy-vectorised where the env has such an entry point.
 
     ``kwargs`` go to the env constructor. ``observation_indices`` keeps only those entries of a
     flat observation (a partially observed task); ``observation_scale`` multiplies the kept entries
-    (one positive factor each). Environments always step on the CPU.
+    (one positive factor each). ``render_mode`` is gymnasium's, for every sub-env (``rgb_array``:
+    evaluation videos; rendering is on demand, so it costs nothing until a frame is drawn).
+    Environments always step on the CPU.
     """
     try:
         spec = gym.spec(id)
@@ -34,6 +36,8 @@ def make_gym_env(*, id: str, num_envs: int = 8, max_episode_steps: int | None = 
     kwargs = dict(kwargs or {})
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
     if spec.vector_entry_point == "gymnasium.envs.classic_control.cartpole:CartPoleVectorEnv":
         env = CartPoleSameStepReset(gym.make_vec(id, num_envs, vectorization_mode="vector_entry_point", **kwargs))
     else:
