@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from rlexp.registry import ConfigError, envs
 VIDEO_DIR = "videos"
 VIDEO_KEY = "eval/video"  # the W&B key of the videos, logged at step = frames
 DEFAULT_FPS = 30  # for envs whose metadata gives no render_fps
+PYGAME_DRAWN = ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text", "gymnasium.envs.box2d")
 
 
 def render_options(env: Mapping) -> dict[str, str]:
@@ -84,6 +86,10 @@ class VideoRecorder:
             raise ConfigError(f"eval.video=true needs rgb_array frames, and {env_label(env_config)} was built with "
                               f"render_mode={eval_env.env.render_mode!r}: its builder must pass render_mode on to "
                               "the env. Fix the builder or set eval.video=false.")
+        missing = missing_packages(eval_env.env)
+        if missing:
+            raise ConfigError(f"eval.video=true needs {', '.join(missing)}, not installed here: pip install -e "
+                              f"'.[video]' (or pip install {' '.join(missing)}), or set eval.video=false.")
         self.env, self.folder, self.every = eval_env, Path(folder), every
 
     def recording(self, evaluation: int, frames: int, final: bool) -> RecordingEnv | None:
@@ -95,6 +101,17 @@ class VideoRecorder:
     def record(self, name: str) -> RecordingEnv:
         """The env that records the next evaluation's first episode as ``<folder>/<name>.mp4``."""
         return RecordingEnv(self.env, self.folder / f"{name}.mp4")
+
+
+def missing_packages(env: VectorEnv) -> list[str]:
+    """What recording ``env`` needs and is not installed: imageio, imageio-ffmpeg, and pygame for the
+    gymnasium envs that draw with it (checked before training, not at the first recorded evaluation)."""
+    inner = env.unwrapped
+    drawn = inner.envs[0].unwrapped if isinstance(inner, SyncVectorEnv) else inner
+    needed = {"imageio": "imageio", "imageio_ffmpeg": "imageio-ffmpeg"}
+    if type(drawn).__module__.startswith(PYGAME_DRAWN):
+        needed["pygame"] = "pygame"
+    return [package for module, package in needed.items() if find_spec(module) is None]
 
 
 class RecordingEnv:

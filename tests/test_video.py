@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +130,33 @@ def test_an_env_that_cannot_render_is_refused_before_training(overrides, says, t
         train(compose_config("eval.video=true", "imports=[video_envs]", *overrides), tmp_path,
               make_logger=logger_must_not_open)
     assert says in str(err.value) and "eval.video=false" in str(err.value)
+
+
+def test_missing_video_packages_are_named_before_training(monkeypatch, tmp_path):
+    import rlexp.video
+
+    monkeypatch.setattr(rlexp.video, "find_spec", lambda name: None if name in ("pygame", "imageio_ffmpeg") else True)
+    with pytest.raises(ConfigError, match=r"eval.video=true needs imageio-ffmpeg, pygame, not installed here: "
+                                          r"pip install -e '.\[video\]'"):
+        train(compose_config("eval.video=true", "env=pendulum"), tmp_path, make_logger=Logger)
+
+
+def test_without_video_nothing_for_it_is_imported(tmp_path):
+    script = f"""
+import sys
+from pathlib import Path
+from support import compose_config
+from rlexp.loggers import Logger
+from rlexp.trainer import train
+train(compose_config("logger=none", "collector.total_frames=1024", "collector.frames_per_batch=1024",
+                     "eval.episodes=2"), Path({str(tmp_path)!r}), make_logger=Logger)
+print(sorted(module for module in ("imageio", "imageio_ffmpeg", "pygame") if module in sys.modules))
+"""
+    tests = Path(__file__).parent
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env=cli_env(tmp_path, pythonpath=tests), cwd=tests.parent)  # cwd: this checkout's rlexp
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_mujoco_records_headless_with_the_default_gl_backend(run_dir):
