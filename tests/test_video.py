@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import video_envs  # noqa: F401  (registers the envs that cannot give videos)
-from support import cli_env, compose_config, read_wandb_run, run_cli
+from support import cli_env, compose_config, read_wandb_run, resume_cli, run_cli
+from rlexp.checkpoint import load_checkpoint, save_checkpoint
 from rlexp.loggers import Logger
 from rlexp.registry import ConfigError
 from rlexp.trainer import train
@@ -98,6 +99,22 @@ def test_recording_changes_no_training_or_evaluation_number(tmp_path):
         torch.testing.assert_close(video_state[part], plain_state[part], rtol=0, atol=0)
     # the evaluation env still pickles (its drawing surfaces are left out), so resuming stays exact
     assert video_state["eval_env"]["vector_env"] is not None
+
+
+def test_videos_may_be_switched_on_when_resuming_a_checkpoint_from_before_they_existed(run_dir):
+    run_dir.mkdir()
+    train(compose_config("logger=csv", "collector.total_frames=2048", "collector.frames_per_batch=1024",
+                         "env.num_envs=4", "eval.interval=1024", "eval.episodes=1"), run_dir, make_logger=Logger)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    del state["config"]["eval"]["video"], state["config"]["eval"]["video_every"]  # as written before videos
+    save_checkpoint(state, run_dir / "checkpoint.pt")
+
+    result = resume_cli(run_dir, "collector.total_frames=3072")
+    assert result.returncode == 0, result.stderr
+    assert not (run_dir / "videos").exists()
+    result = resume_cli(run_dir, "collector.total_frames=4096", "eval.video=true", "eval.video_every=1")
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (run_dir / "videos").iterdir()] == ["eval_000000004096.mp4"]
 
 
 def test_evaluate_writes_one_video_for_a_checkpoint(tmp_path):
