@@ -18,7 +18,10 @@ from collections.abc import Mapping
 from importlib.util import find_spec
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv, CartPoleVectorEnv
+from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import SyncVectorEnv, VectorEnv
 
 from rlexp.envs import Step, TensorDictVectorEnv
@@ -58,9 +61,6 @@ def render_options(env: Mapping) -> dict[str, str]:
 
 def gym_render_modes(env_id: str) -> list[str] | None:
     """The render modes gymnasium env ``env_id`` declares, None if unknown (the env build reports a bad id)."""
-    import gymnasium as gym
-    from gymnasium.envs.registration import load_env_creator
-
     try:
         spec = gym.spec(env_id)
         creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
@@ -163,14 +163,12 @@ class RecordingEnv:
 class FirstEnvFrames:
     """Draws sub-env 0 of a vector env as an ``rgb_array`` frame, and only that one.
 
-    A vector env's ``render()`` draws every sub-env (16 CartPoles cost about 15x one); a
+    A vector env's ``render()`` draws every sub-env, all of them for each frame; a
     ``SyncVectorEnv``'s sub-envs render alone, and gymnasium's numpy CartPole is drawn by its
     single-env twin set to sub-env 0's state (the same picture: same geometry and drawing code).
     """
 
     def __init__(self, env: VectorEnv):
-        from gymnasium.envs.classic_control.cartpole import CartPoleEnv, CartPoleVectorEnv
-
         self.env, self.inner = env, env.unwrapped
         self._cartpole = CartPoleEnv(render_mode="rgb_array") if isinstance(self.inner, CartPoleVectorEnv) else None
 
