@@ -25,7 +25,7 @@ from rlexp.registry import ConfigError
 from rlexp.signals import Interrupted, stop_on_signals
 
 ROOT = Path(__file__).resolve().parent.parent
-SAFE_ON_RESUME = ("collector.total_frames", "checkpoint.interval", "checkpoint.keep")
+SAFE_ON_RESUME = ("collector.total_frames", "checkpoint.interval", "checkpoint.keep", "eval.video", "eval.video_every")
 # conf/config.yaml adds experiments/ to Hydra's search path through this resolver, so presets
 # load as +experiment=<name> wherever the command is launched from.
 OmegaConf.register_new_resolver("rlexp_root", lambda: str(ROOT), replace=True)

@@ -50,6 +50,9 @@ class CheckpointConfig:
 class EvalConfig:
     interval: int = MISSING
     episodes: int = MISSING
+    # Defaults here as well: a checkpoint written before these keys existed resumes with videos off.
+    video: bool = False
+    video_every: int = 5
 
 
 @dataclass

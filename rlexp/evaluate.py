@@ -1,8 +1,10 @@
-"""``python -m rlexp.evaluate <checkpoint> [episodes=N] [seed=S]``: evaluation returns of a saved policy.
+"""``python -m rlexp.evaluate <checkpoint> [episodes=N] [seed=S] [video=true]``: evaluation returns of a saved policy.
 
 Everything needed comes from the checkpoint (its resolved config, the actor's parameters and the
-training envs' normalisation statistics, frozen), so the training config does not have to be at hand. A run folder stands for its newest intact checkpoint. Prints the mean, std, min and max return over
-``episodes`` deterministic episodes (default: the run's ``eval.episodes``).
+training envs' normalisation statistics, frozen), so the training config does not have to be at hand.
+A run folder stands for its newest intact checkpoint. Prints the mean, std, min and max return over
+``episodes`` deterministic episodes (default: the run's ``eval.episodes``). ``video=true`` also records
+the first episode as ``<run>/videos/evaluate_<frames>_seed<S>.mp4``.
 """
 
 from __future__ import annotations
@@ -14,25 +16,37 @@ from pathlib import Path
 import torch
 
 
-def evaluate_checkpoint(path: str | Path, episodes: int | None = None, seed: int = 0) -> torch.Tensor:
-    """Returns of ``episodes`` deterministic episodes of the checkpoint's policy, one per env."""
+def evaluate_checkpoint(path: str | Path, episodes: int | None = None, seed: int = 0,
+                        video: bool = False) -> torch.Tensor:
+    """Returns of ``episodes`` deterministic episodes of the checkpoint's policy, one per env.
+
+    With ``video`` the first episode is recorded into the run folder's ``videos/`` (its path is printed).
+    """
     import rlexp.policies  # noqa: F401  (registers the built-in policies)
-    from rlexp.checkpoint import latest_resumable, load_checkpoint
+    from rlexp.checkpoint import latest_resumable, load_checkpoint, run_folder
     from rlexp.collector import evaluate
     from rlexp.envs import Normalizer, build_env
     from rlexp.registry import policies
+    from rlexp.video import VIDEO_DIR, VideoRecorder, render_options
 
     path = Path(path)
     state = latest_resumable(path)[1] if path.is_dir() else load_checkpoint(path)
     config, actor_state = state["config"], state["actor"]
     for module in config.get("imports", []):
         importlib.import_module(module)
-    env = build_env(config["env"], episodes or config["eval"]["episodes"], evaluation=True)
+    video_options = render_options(config["env"]) if video else {}
+    env = build_env({**config["env"], **video_options}, episodes or config["eval"]["episodes"], evaluation=True)
     env.freeze_statistics(Normalizer.from_state_dict(config["env"].get("normalize"), state["collector"]["env"]))
     actor, _ = policies.build({**config["policy"], "critic": False}, env.observation_space, env.action_space)
     actor.load_state_dict(actor_state)
-    returns = evaluate(env, actor.eval(), torch.device("cpu"), seed=seed)["episode_return"]
+    recording = None
+    if video:
+        recorder = VideoRecorder(env, config["env"], run_folder(path) / VIDEO_DIR)
+        recording = recorder.record(f"evaluate_{state['frames']:012d}_seed{seed}")
+    returns = evaluate(recording or env, actor.eval(), torch.device("cpu"), seed=seed)["episode_return"]
     env.close()
+    if recording:
+        print(f"video: {recording.path}")
     return returns
 
 
@@ -43,13 +57,18 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     options = dict(arg.split("=", 1) for arg in argv[1:] if "=" in arg)
-    unknown = set(options) - {"episodes", "seed"} or [arg for arg in argv[1:] if "=" not in arg]
+    unknown = set(options) - {"episodes", "seed", "video"} or [arg for arg in argv[1:] if "=" not in arg]
     if unknown:
-        print(f"rlexp.evaluate: unknown argument(s) {sorted(unknown)}; accepted: episodes=N, seed=S", file=sys.stderr)
+        print(f"rlexp.evaluate: unknown argument(s) {sorted(unknown)}; accepted: episodes=N, seed=S, video=true|false",
+              file=sys.stderr)
+        return 2
+    video = options.get("video", "false").lower()
+    if video not in ("true", "false"):
+        print(f"rlexp.evaluate: video={options['video']!r}; choose one of: true, false", file=sys.stderr)
         return 2
     try:
         returns = evaluate_checkpoint(argv[0], int(options["episodes"]) if "episodes" in options else None,
-                                      int(options.get("seed", 0)))
+                                      int(options.get("seed", 0)), video=video == "true")
     except ConfigError as err:
         print(f"rlexp.evaluate: {err}", file=sys.stderr)
         return 2

@@ -40,6 +40,7 @@ from rlexp.policies import RecurrentStates, rollout_policy
 from rlexp.registry import ConfigError, losses, policies, replay_transforms, value_estimators
 from rlexp.signals import Interrupted, StopRequest
 from rlexp.validation import check_sequence_length, validate_config
+from rlexp.video import VIDEO_DIR, VIDEO_KEY, VideoRecorder, render_options
 
 
 def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, run: Mapping[str, str] = {},
@@ -55,7 +56,7 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    trainer = Trainer(cfg, device, run)
+    trainer = Trainer(cfg, device, run, video_dir=run_dir / VIDEO_DIR)
     if resume is not None:
         trainer.load_state_dict(resume)
     progress, total_frames = trainer.progress, cfg.collector.total_frames
@@ -87,7 +88,10 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
                 metrics["train/skipped_batches"] = progress.skipped_batches
             if progress.frames >= progress.next_eval or progress.frames >= total_frames:
                 with clock("eval"):
-                    metrics |= trainer.evaluate()
+                    evaluation, video = trainer.evaluate()
+                metrics |= evaluation
+                if video is not None:
+                    logger.log_video(VIDEO_KEY, video, step=progress.frames)
             if progress.frames >= progress.next_checkpoint:
                 with clock("checkpoint"):
                     save_periodic(trainer.state_dict(), run_dir, progress.frames, cfg.checkpoint.keep)
@@ -115,10 +119,13 @@ class Trainer:
     The build order is part of the numbers: each builder draws from the seeded global RNGs.
     """
 
-    def __init__(self, cfg: DictConfig, device: torch.device, run: Mapping[str, str]):
+    def __init__(self, cfg: DictConfig, device: torch.device, run: Mapping[str, str], video_dir: Path):
         self.cfg, self.device, self.run = cfg, device, dict(run)
         self.env = build_env(cfg.env)
-        self.eval_env = build_env(cfg.env, cfg.eval.episodes, evaluation=True)
+        video_options = render_options(cfg.env) if cfg.eval.video else {}  # render_mode for evaluation videos
+        self.eval_env = build_env({**cfg.env, **video_options}, cfg.eval.episodes, evaluation=True)
+        self.video = VideoRecorder(self.eval_env, cfg.env, video_dir, cfg.eval.video_every) if cfg.eval.video \
+            else None
         actor, critic = policies.build(cfg.policy, self.env.observation_space, self.env.action_space)
         self.actor, self.critic = actor.to(device), critic.to(device) if critic is not None else None
         self.replay_transform = replay_transforms.build(cfg.replay_transform)
@@ -209,14 +216,18 @@ class Trainer:
         statistics = getattr(self.loss_module.value_estimator, "group_statistics", None)
         return prefixed("train", statistics(rollout)) if statistics is not None else {}
 
-    def evaluate(self) -> dict[str, float]:
-        """Deterministic episodes on the evaluation envs, with the training statistics frozen as they are now."""
+    def evaluate(self) -> tuple[dict[str, float], Path | None]:
+        """Deterministic episodes on the evaluation envs, with the training statistics frozen as they are now;
+        the metrics and the video recorded of the first episode, if this evaluation records one."""
         progress = self.progress
         self.eval_env.freeze_statistics(self.env.normalizer)
-        progress.eval_metrics = prefixed("eval", evaluate(self.eval_env, self.actor, self.device,
-                                                          seed=progress.eval_seed))
+        recording = self.video and self.video.recording(progress.next_eval // self.cfg.eval.interval,
+                                                        progress.frames,
+                                                        final=progress.frames >= self.cfg.collector.total_frames)
+        returns = evaluate(recording or self.eval_env, self.actor, self.device, seed=progress.eval_seed)
+        progress.eval_metrics = prefixed("eval", returns)
         progress.eval_seed, progress.next_eval = None, progress.next_eval + self.cfg.eval.interval
-        return progress.eval_metrics
+        return progress.eval_metrics, recording.path if recording else None
 
     def state_dict(self) -> dict:
         """Everything that decides the rest of the run, with the config and the logger's run identity."""

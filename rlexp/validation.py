@@ -42,6 +42,8 @@ RULES: dict[str, tuple[type, tuple[str, Callable[[float], bool]] | None]] = {
     "checkpoint.interval": (int, at_least_one),
     "checkpoint.keep": (int, at_least_one),
     "eval.episodes": (int, at_least_one),
+    "eval.video": (bool, None),
+    "eval.video_every": (int, at_least_one),
     "env.num_envs": (int, at_least_one),
     "value_estimator.gamma": (float, unit_interval_open_left),
     "value_estimator.lmbda": (float, unit_interval),

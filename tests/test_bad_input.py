@@ -51,7 +51,8 @@ def finished_run(tmp_path_factory) -> Path:
 def test_the_table_lists_every_kind_of_bad_input():
     inputs = " ".join(row[0] for row in readme_rows())
     for kind in ["group option", "key in a group", "type", "range", "divisible", "num_envs", "env id",
-                 "action space", "CUDA", "does not exist", "not an rlexp checkpoint", "corrupted", "resume"]:
+                 "action space", "CUDA", "does not exist", "not an rlexp checkpoint", "corrupted", "resume",
+                 "render videos"]:
         assert kind in inputs
 
 

@@ -22,6 +22,7 @@ def test_default_and_preset_configs_are_valid():
     ("trainer.on_nan=ignore", r"trainer.on_nan='ignore'; choose one of: raise, skip"),
     ("optim.lr=nan", r"optim.lr=nan must be a float > 0"),
     ("collector.group_size=1", r"collector.group_size=1 must be null or an integer >= 2"),
+    ("eval.video_every=0", r"eval.video_every=0 is out of range: it must be >= 1"),
 ])
 def test_bad_values_name_the_key_and_the_valid_range(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -32,6 +33,7 @@ def test_bad_values_name_the_key_and_the_valid_range(override, message):
     ("optim.lr=fast", r"Value 'fast' of type 'str' could not be converted to Float"),
     ("collector.total_frames=1.5e5", r"Value '150000.0' of type 'float' could not be converted to Integer"),
     ("optim.anneal_lr=maybe", r"Value 'maybe' is not a valid bool"),
+    ("eval.video=sometimes", r"Value 'sometimes' is not a valid bool"),
     ("seed=first", r"Value 'first' of type 'str' could not be converted to Integer"),
 ])
 def test_the_config_schema_rejects_wrong_types_before_rlexp_runs(override, message):

@@ -22,14 +22,17 @@ EXTRAS = {"gymnasium.envs.mujoco": "pip install -e '.[mujoco]' (gymnasium[mujoco
 @envs.register("gym")
 def make_gym_env(*, id: str, num_envs: int = 8, max_episode_steps: int | None = None,
                  kwargs: dict | None = None, observation_indices: list[int] | None = None,
-                 observation_scale: list[float] | None = None, vectorization: str = "sync") -> TensorDictVectorEnv:
+                 observation_scale: list[float] | None = None, vectorization: str = "sync",
+                 render_mode: str | None = None) -> TensorDictVectorEnv:
     """``num_envs`` copies of gymnasium env ``id``, numpy-vectorised where the env has such an entry point.
 
     ``kwargs`` go to the env constructor. ``observation_indices`` keeps only those entries of a
     flat observation (a partially observed task); ``observation_scale`` multiplies the kept entries
     (one positive factor each). ``vectorization``: ``sync`` steps the copies one after another in
     this process; ``async`` in one subprocess each (gymnasium's ``AsyncVectorEnv``), whose state a
-    checkpoint cannot hold. Environments always step on the CPU.
+    checkpoint cannot hold. ``render_mode`` is gymnasium's, for every sub-env (``rgb_array``:
+    evaluation videos; rendering is on demand, so it costs nothing until a frame is drawn).
+    Environments always step on the CPU.
     """
     try:
         spec = gym.spec(id)
@@ -44,6 +47,8 @@ def make_gym_env(*, id: str, num_envs: int = 8, max_episode_steps: int | None = 
     kwargs = dict(kwargs or {})
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
     try:
         if vectorization == "sync" and \
                 spec.vector_entry_point == "gymnasium.envs.classic_control.cartpole:CartPoleVectorEnv":

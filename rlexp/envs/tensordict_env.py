@@ -15,6 +15,7 @@ enter; the episode returns it reports (``pop_finished_episodes``) stay raw env r
 
 from __future__ import annotations
 
+import io
 import pickle
 import warnings
 
@@ -41,6 +42,14 @@ def stack_steps(steps: list[Step]) -> TensorDict:
 def _tensor(array: np.ndarray, dtype: type) -> torch.Tensor:
     """A tensor sharing ``array``'s memory when it already has ``dtype`` (``torch.as_tensor`` costs twice as much)."""
     return torch.from_numpy(np.asarray(array, dtype=dtype))
+
+
+class WithoutDrawing(pickle.Pickler):
+    """Pickles pygame objects as None: the surfaces and clocks that classic-control envs draw with
+    (evaluation videos) are not env state, cannot be pickled, and ``render()`` re-creates them."""
+
+    def reducer_override(self, obj):
+        return (type(None), ()) if type(obj).__module__.startswith("pygame") else NotImplemented
 
 
 def _simulators(vector_env: VectorEnv) -> list:
@@ -182,7 +191,9 @@ class TensorDictVectorEnv:
         """
         inner = {key: value for key, value in vars(self.env.unwrapped).items() if key != "env_fns"}
         try:
-            vector_env = pickle.dumps(inner)
+            buffer = io.BytesIO()
+            WithoutDrawing(buffer).dump(inner)
+            vector_env = buffer.getvalue()
         except Exception as err:  # noqa: BLE001  (simulator bindings raise anything: ValueError, RuntimeError, ...)
             warnings.warn(f"{self.env} cannot be pickled ({err}); checkpoints hold no env state, and a resumed "
                           "run restarts its envs from fresh seeds.", stacklevel=2)

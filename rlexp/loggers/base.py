@@ -31,7 +31,7 @@ class RunInfo:
 
 
 class Logger:
-    """Receives scalar metrics at a step (collected frames); a context manager that always finishes.
+    """Receives scalar metrics and videos at a step (collected frames); a context manager that always finishes.
 
     Leaving the ``with`` block through an exception finishes the run with a non-zero exit code:
     128 + signal number for SIGTERM/SIGINT (``rlexp.signals``), else 1.
@@ -39,6 +39,9 @@ class Logger:
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         pass
+
+    def log_video(self, key: str, path: Path, step: int) -> None:
+        """An MP4 file already in the run folder; loggers that hold media (W&B) take it in, the others skip it."""
 
     def finish(self, exit_code: int = 0) -> None:
         pass
@@ -88,6 +91,10 @@ class Loggers(Logger):
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         for logger in self.loggers:
             logger.log(metrics, step)
+
+    def log_video(self, key: str, path: Path, step: int) -> None:
+        for logger in self.loggers:
+            logger.log_video(key, path, step)
 
     def finish(self, exit_code: int = 0) -> None:
         for logger in self.loggers:

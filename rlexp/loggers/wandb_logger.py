@@ -58,5 +58,10 @@ class WandbRun(Logger):
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self.run.log({**metrics, "frames": step}, step=step)
 
+    def log_video(self, key: str, path: Path, step: int) -> None:
+        import wandb
+
+        self.run.log({key: wandb.Video(str(path), format="mp4"), "frames": step}, step=step)
+
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)
