@@ -1,12 +1,14 @@
 """MuJoCo PPO benchmark: rlexp's tuned defaults and +experiment=cleanrl_mujoco against CleanRL's published table.
 
-    python experiments/benchmarks/mujoco.py run [--configs tuned cleanrl] [--envs hopper ...] [--seeds 0 1 2]
+    python experiments/benchmarks/mujoco.py run [--configs tuned cleanrl cleanrl_script] [--envs hopper ...]
+                                                [--seeds 0 1 2] [--cleanrl-script PATH --cleanrl-python PATH]
     python experiments/benchmarks/mujoco.py report      # -> experiments/results/mujoco.md and mujoco.png
 
 ``run`` trains every (config, env, seed) that has no finished run yet, two processes at a time with one
 torch thread each, into ``outputs/benchmarks/mujoco/<config>/<env>/seed<k>/``; it can be stopped and
-started again. ``--cleanrl-script <ppo_continuous_action.py> --cleanrl-python <python>`` also runs
-CleanRL's own script (in its own environment) for the wall-time comparison, timed by this script.
+started again. Config ``cleanrl_script`` runs CleanRL's own script unchanged (``--cleanrl-script
+<ppo_continuous_action.py> --cleanrl-python <python of its environment>``) for the wall-time
+comparison, timed by this script; run it beside an rlexp run so both see the same machine load.
 ``report`` reads the run folders. The metric is CleanRL's: the mean raw return of the last 100 training
 episodes (from the per-iteration means and episode counts in metrics.jsonl), as mean +- std over seeds.
 """
@@ -80,6 +82,12 @@ def last_episodes_mean(rows: list[dict], episodes: int = 100) -> float:
     return total / count if count else float("nan")
 
 
+def script_returns(log: Path) -> list[float]:
+    """The training episode returns CleanRL's script prints (``episodic_return=[...]``), in order."""
+    return [float(line.split("episodic_return=[")[1].rstrip("]\n")) for line in log.read_text().splitlines()
+            if "episodic_return=[" in line]
+
+
 def read_run(folder: Path) -> dict | None:
     metrics = folder / "metrics.jsonl"
     if not (folder / "checkpoint.pt").exists() or not metrics.exists():
@@ -114,12 +122,13 @@ def report() -> None:
         for config in [*CONFIGS, "cleanrl_script"]:
             runs = [r for r in (read_run(f) for f in sorted((RUNS / config / env).glob("seed*"))) if r]
             if config == "cleanrl_script":
-                walls = [float((f / "wall_seconds.txt").read_text())
-                         for f in sorted((RUNS / config / env).glob("seed*")) if (f / "wall_seconds.txt").exists()]
-                if walls:
-                    lines.append(f"| {env} | CleanRL's script (here) | - | - | - | - | "
-                                 f"{1e6 / statistics.median(walls):,.0f} (whole run) | "
-                                 f"{statistics.median(walls):,.0f} |")
+                done = [f for f in sorted((RUNS / config / env).glob("seed*")) if (f / "wall_seconds.txt").exists()]
+                if done:
+                    walls = [float((f / "wall_seconds.txt").read_text()) for f in done]
+                    finals = [statistics.mean(script_returns(f / "stdout.log")[-100:]) for f in done]
+                    lines.append(f"| {env} | CleanRL's script, run here | {summary(finals)} | {mean:,.1f} +- {std:,.1f} "
+                                 f"| {statistics.mean(finals) / mean:.2f}x | - | {1e6 / statistics.median(walls):,.0f} "
+                                 f"(whole run) | {statistics.median(walls):,.0f} |")
                 continue
             if not runs:
                 continue
@@ -163,7 +172,7 @@ def plot(curves: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "report"])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=[*CONFIGS, "cleanrl_script"])
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=2)
@@ -174,10 +183,11 @@ def main() -> None:
         report()
         return
     RUNS.mkdir(parents=True, exist_ok=True)
-    jobs = [(run_one, (config, env, seed)) for seed in args.seeds for env in args.envs for config in args.configs]
-    if args.cleanrl_script:
-        jobs += [(run_cleanrl_script, (args.cleanrl_script, args.cleanrl_python, env, seed))
-                 for seed in args.seeds for env in args.envs]
+    if "cleanrl_script" in args.configs and not (args.cleanrl_script and args.cleanrl_python):
+        parser.error("config cleanrl_script needs --cleanrl-script and --cleanrl-python")
+    jobs = [(run_cleanrl_script, (args.cleanrl_script, args.cleanrl_python, env, seed))
+            if config == "cleanrl_script" else (run_one, (config, env, seed))
+            for seed in args.seeds for env in args.envs for config in args.configs]
     with ThreadPoolExecutor(args.parallel) as pool:
         for future in [pool.submit(fn, *job) for fn, job in jobs]:
             future.result()
