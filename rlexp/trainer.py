@@ -35,7 +35,8 @@ from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
 from rlexp.envs import EnvFault, build_env
 from rlexp.loggers import Logger
 from rlexp.modules import set_recurrent_mode
-from rlexp.objectives import GRPOLoss
+from rlexp.data import n_step_rollout
+from rlexp.objectives import ReferencePolicy
 from rlexp.policies import RecurrentStates, rollout_policy
 from rlexp.registry import ConfigError, losses, policies, replay_transforms, value_estimators
 from rlexp.signals import Interrupted, StopRequest
@@ -146,7 +147,7 @@ class Trainer:
         else:
             self.collector = Collector(self.env, rollout_policy(self.actor, self.critic),
                                        cfg.collector.frames_per_batch, device, seed=cfg.seed)
-        self.actor.train(not isinstance(self.loss_module, GRPOLoss))  # GRPO keeps its policy in eval mode
+        self.actor.train(not self.loss_module.actor_in_eval_mode)
         # the first evaluation's env seed; later ones continue the eval env's RNG
         self.progress = Progress(next_eval=cfg.eval.interval, next_checkpoint=cfg.checkpoint.interval,
                                  eval_seed=cfg.seed + 1_000_003)
@@ -298,21 +299,6 @@ class Progress:
     eval_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def n_step_rollout(transform, rollout: TensorDict) -> TensorDict | None:
-    """The multi-step transform's output, with ``("next", "terminated")`` of each window's last step.
-
-    torchrl's transform keeps the one-step done flags, so a window that runs into a termination would
-    bootstrap from the (never trained) value of the terminal observation. Carried as an ordinary
-    ``"next"`` entry, the flag is moved to the window end like the next observation, which gives true
-    n-step TD targets.
-    """
-    rollout["next", "window_terminated"] = rollout["next", "terminated"]
-    rollout = transform.inv(rollout)
-    if rollout is not None:
-        rollout["next", "terminated"] = rollout["next"].pop("window_terminated")
-    return rollout
-
-
 class Minibatches:
     """The rollout as minibatches: each iteration over it is one epoch of ``num_minibatches`` shuffled ones.
 
@@ -357,33 +343,6 @@ def non_finite_loss_terms(loss_td: TensorDict) -> str:
 def non_finite_gradients(module: torch.nn.Module) -> str:
     names = [name for name, p in module.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
     return f"gradient (loss terms finite) of: {', '.join(names)}"
-
-
-class ReferencePolicy:
-    """A frozen copy of the actor whose log-probs of the collected actions GRPO's KL term reads.
-
-    Refreshed from the live actor every ``interval`` iterations (``loss.ref_update_interval``), or
-    kept at the initial policy when that is None.
-    """
-
-    def __init__(self, actor, interval: int | None, log_prob_key: str):
-        self.actor, self.interval, self.key = actor, interval, log_prob_key
-        self.frozen = copy.deepcopy(actor).eval().requires_grad_(False)
-
-    @classmethod
-    def for_loss(cls, loss_module, actor) -> ReferencePolicy | None:
-        """A reference for losses with a KL-to-reference term, else None."""
-        if not getattr(loss_module, "kl_to_ref_coeff", None):
-            return None
-        return cls(actor, loss_module.ref_update_interval, loss_module.tensor_keys.ref_log_probs)
-
-    @torch.no_grad()
-    def write_log_prob(self, rollout: TensorDict, iteration: int) -> None:
-        if self.interval and iteration > 1 and (iteration - 1) % self.interval == 0:
-            self.frozen.load_state_dict(self.actor.state_dict())
-        with set_recurrent_mode(True):  # a recurrent reference replays each row; the rollout stays unchanged
-            dist = self.frozen.get_dist(rollout.select(*self.frozen.in_keys, strict=False))
-        rollout[self.key] = dist.log_prob(rollout["action"])
 
 
 def episode_metrics(collector) -> dict[str, float]:

@@ -102,7 +102,7 @@ def check_batch_sizes(cfg: DictConfig) -> None:
 
 def check_replay_transform(cfg: DictConfig) -> None:
     """The multi-step transform only with fixed-length rollouts and an estimator that bootstraps after one reward."""
-    from rlexp.objectives.value import TD0Estimator
+    import rlexp.objectives.value  # noqa: F401  (registers the built-in value estimators)
     from rlexp.registry import value_estimators
 
     name = OmegaConf.select(cfg, "replay_transform.name", default="none")
@@ -112,7 +112,7 @@ def check_replay_transform(cfg: DictConfig) -> None:
         raise ConfigError(f"replay_transform={name} cannot be combined with grouped episode collection "
                           "(collector.group_size, used by loss=grpo); use replay_transform=none.")
     estimator = value_estimators.get(cfg.value_estimator.name)
-    if not (isinstance(estimator, type) and issubclass(estimator, TD0Estimator)):
+    if not getattr(estimator, "bootstraps_after_one_reward", False):
         raise ConfigError(
             f"replay_transform={name} writes n-step rewards, which only value_estimator=td0 bootstraps correctly "
             f"(as gamma**steps_to_next_obs); value_estimator={cfg.value_estimator.name} would sum rewards over "

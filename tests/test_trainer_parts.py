@@ -10,7 +10,8 @@ from rlexp.data import MultiStepTransform
 from rlexp.loggers import Logger
 from rlexp.objectives import ClipPPOLoss
 from rlexp.registry import ConfigError, losses
-from rlexp.trainer import Minibatches, n_step_rollout, train
+from rlexp.data import n_step_rollout
+from rlexp.trainer import Minibatches, Trainer, train
 
 
 def rollout(terminated_at: list[int], T: int = 8) -> TensorDict:
@@ -105,3 +106,16 @@ def test_combinations_that_used_to_fail_mid_run_are_refused_before_training(tmp_
         train(compose_config("logger=none", "env.num_envs=32", *overrides), tmp_path,
               make_logger=lambda: opened.append(1) or Logger())
     assert not opened
+
+
+@losses.register("clip_ppo_in_eval_mode")
+class EvalModeClipPPO(ClipPPOLoss):
+    actor_in_eval_mode = True  # a capability, not a class: no GRPOLoss subclass needed
+
+
+@pytest.mark.parametrize("loss, training", [("clip_ppo", True), ("grpo", False), ("clip_ppo_in_eval_mode", False)])
+def test_the_loss_declares_whether_the_actor_trains_in_eval_mode(tmp_path, loss, training):
+    overrides = ["loss=grpo"] if loss == "grpo" else [f"loss.name={loss}"]
+    trainer = Trainer(compose_config("logger=none", *overrides), torch.device("cpu"), {}, video_dir=tmp_path)
+    assert trainer.actor.training is training
+    trainer.close()

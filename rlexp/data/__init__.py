@@ -1,12 +1,12 @@
 """Replay data: buffer, storage, samplers, the multi-step transform, and the ``replay_transform`` registry entries."""
 
-from rlexp.data.multistep import MultiStepTransform
+from rlexp.data.multistep import MultiStepTransform, n_step_rollout
 from rlexp.data.replay_buffer import ReplayBuffer
 from rlexp.data.samplers import RandomSampler, SamplerWithoutReplacement, SliceSampler
 from rlexp.data.storage import LazyTensorStorage
 from rlexp.registry import replay_transforms
 
-__all__ = ["LazyTensorStorage", "MultiStepTransform", "RandomSampler", "ReplayBuffer", "SamplerWithoutReplacement",
+__all__ = ["LazyTensorStorage", "MultiStepTransform", "n_step_rollout", "RandomSampler", "ReplayBuffer", "SamplerWithoutReplacement",
            "SliceSampler"]
 
 

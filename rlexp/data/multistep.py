@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 
 from rlexp.data.storage import td_from_state, td_to_state
 
@@ -115,3 +115,18 @@ def _gather_time(x: torch.Tensor, target: torch.Tensor, time_dim: int) -> torch.
     """``x`` with step t along ``time_dim`` replaced by step ``target[..., t]``."""
     index = target.view(*target.shape, *[1] * (x.ndim - target.ndim)).expand_as(x)
     return x.gather(time_dim, index)
+
+
+def n_step_rollout(transform, rollout: TensorDict) -> TensorDict | None:
+    """The multi-step transform's output, with ``("next", "terminated")`` of each window's last step.
+
+    torchrl's transform keeps the one-step done flags, so a window that runs into a termination would
+    bootstrap from the (never trained) value of the terminal observation. Carried as an ordinary
+    ``"next"`` entry, the flag is moved to the window end like the next observation, which gives true
+    n-step TD targets.
+    """
+    rollout["next", "window_terminated"] = rollout["next", "terminated"]
+    rollout = transform.inv(rollout)
+    if rollout is not None:
+        rollout["next", "terminated"] = rollout["next"].pop("window_terminated")
+    return rollout

@@ -2,7 +2,7 @@
 
 from rlexp.objectives.clip_ppo import ClipPPOLoss
 from rlexp.objectives.common import LossModule, add_random_module
-from rlexp.objectives.grpo import GRPOLoss, grpo
+from rlexp.objectives.grpo import GRPOLoss, ReferencePolicy, grpo
 from rlexp.objectives.klpen_ppo import KLPENPPOLoss
 from rlexp.objectives.ppo import PPOLoss
 from rlexp.objectives.value_types import ValueEstimators, default_value_kwargs
@@ -13,4 +13,4 @@ losses.register("clip_ppo", ClipPPOLoss)
 losses.register("klpen_ppo", KLPENPPOLoss)
 losses.register("grpo", grpo)
 
-__all__ = ["ClipPPOLoss", "GRPOLoss", "KLPENPPOLoss", "LossModule", "PPOLoss", "ValueEstimators", "add_random_module", "default_value_kwargs"]
+__all__ = ["ClipPPOLoss", "GRPOLoss", "KLPENPPOLoss", "LossModule", "PPOLoss", "ReferencePolicy", "ValueEstimators", "add_random_module", "default_value_kwargs"]

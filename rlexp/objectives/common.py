@@ -65,6 +65,9 @@ class LossModule(FunctionalParams, ValueEstimatorFactory, TensorDictModuleBase, 
         """Configurable tensordict keys; subclasses add annotated fields."""
 
     default_value_estimator = None
+    # rlexp trainer capability: the actor stays in eval mode while this loss trains it (GRPO: the
+    # sampling policy and the one scored in the loss must be the same function, dropout included).
+    actor_in_eval_mode = False
     deterministic_sampling_mode = InteractionType.DETERMINISTIC
     # Buffers that accept a Python number by assignment (copied in place, keeping device and dtype).
     _schedulable_buffers: tuple[str, ...] = ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
 
@@ -10,6 +11,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 
+from rlexp.modules.recurrent_mode import set_recurrent_mode
 from rlexp.modules.tensor_calls import get_dist
 from rlexp.objectives.clip_ppo import clip_epsilon_pair, effective_sample_size
 from rlexp.objectives.common import LossModule
@@ -45,6 +47,8 @@ class GRPOLoss(LossModule):
     ``ref_update_interval`` (rlexp, unused by forward) tells the trainer to refresh the reference
     policy every that many iterations; None keeps the initial policy.
     """
+
+    actor_in_eval_mode = True
 
     @dataclass
     class _AcceptedKeys:
@@ -211,3 +215,30 @@ def grpo(actor_network: ProbabilisticTensorDictSequential, critic_network=None, 
         raise ConfigError("loss=grpo uses no critic (its advantages are group-relative), but a critic network was "
                           "given; build the policy without a critic.")
     return GRPOLoss(actor_network, **kwargs)
+
+
+class ReferencePolicy:
+    """A frozen copy of the actor whose log-probs of the collected actions GRPO's KL term reads.
+
+    Refreshed from the live actor every ``interval`` iterations (``loss.ref_update_interval``), or
+    kept at the initial policy when that is None.
+    """
+
+    def __init__(self, actor, interval: int | None, log_prob_key: str):
+        self.actor, self.interval, self.key = actor, interval, log_prob_key
+        self.frozen = copy.deepcopy(actor).eval().requires_grad_(False)
+
+    @classmethod
+    def for_loss(cls, loss_module, actor) -> ReferencePolicy | None:
+        """A reference for losses with a KL-to-reference term, else None."""
+        if not getattr(loss_module, "kl_to_ref_coeff", None):
+            return None
+        return cls(actor, loss_module.ref_update_interval, loss_module.tensor_keys.ref_log_probs)
+
+    @torch.no_grad()
+    def write_log_prob(self, rollout: TensorDict, iteration: int) -> None:
+        if self.interval and iteration > 1 and (iteration - 1) % self.interval == 0:
+            self.frozen.load_state_dict(self.actor.state_dict())
+        with set_recurrent_mode(True):  # a recurrent reference replays each row; the rollout stays unchanged
+            dist = self.frozen.get_dist(rollout.select(*self.frozen.in_keys, strict=False))
+        rollout[self.key] = dist.log_prob(rollout["action"])

@@ -67,7 +67,12 @@ class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
     """Reads rewards, flags and values from a rollout and writes ``advantage`` and ``value_target``.
 
     Subclasses implement ``_returns``/``_advantage`` on tensors with time at dim -2.
+    ``bootstraps_after_one_reward``: the estimator reads one reward per step and bootstraps from the
+    next value with ``gamma ** steps_to_next_obs``, so it takes the multi-step transform's n-step
+    rewards as they are (TD(0)); estimators that sum rewards over steps would count them twice.
     """
+
+    bootstraps_after_one_reward = False
 
     @dataclass
     class _AcceptedKeys:

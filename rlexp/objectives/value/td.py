@@ -47,6 +47,8 @@ class _TDEstimator(ValueEstimatorBase):
 class TD0Estimator(_TDEstimator):
     """One-step bootstrapped return ``G_t = r_t + gamma (1 - terminated_t) V'_t``."""
 
+    bootstraps_after_one_reward = True
+
     def _returns(self, gamma, next_value, reward, done, terminated, time_dim):
         return td0_return_estimate(gamma, next_value, reward, terminated)
 
