@@ -11,6 +11,7 @@ import os
 import secrets
 import string
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -20,9 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import rlexp.config  # noqa: F401  (registers the config schema with Hydra's ConfigStore)
+import rlexp.sweep
 from rlexp.checkpoint import CheckpointError, latest_resumable, run_folder
 from rlexp.registry import ConfigError
 from rlexp.signals import Interrupted, stop_on_signals
+from rlexp.sweep import FailedJob
 
 ROOT = Path(__file__).resolve().parent.parent
 SAFE_ON_RESUME = ("collector.total_frames", "checkpoint.interval", "checkpoint.keep", "eval.video", "eval.video_every")
@@ -36,22 +39,62 @@ OmegaConf.register_new_resolver(
 OmegaConf.register_new_resolver("rlexp_output_subdir", lambda resume: None if resume else ".hydra", replace=True)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main() -> None:
+    """``python -m rlexp``: one run, or a sweep (``-m``) that runs every job, then lists them and exits with
+    code 1 if any failed."""
     try:
-        return run(cfg, HydraConfig.get())
-    except ConfigError as err:
-        print(f"rlexp: configuration error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except Interrupted as err:
-        print(f"rlexp: {err}, exiting with code {err.exit_code}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save yet
-        print("rlexp: interrupted before training started, exiting with code 130", file=sys.stderr)
-        sys.exit(130)
-    except FloatingPointError as err:  # rlexp.trainer.NonFiniteLoss
-        print(f"rlexp: training stopped: {err}", file=sys.stderr)
-        sys.exit(3)
+        task()
+    except KeyboardInterrupt as err:  # a signal to the basic launcher's process stops the whole sweep
+        sys.exit(err.exit_code if isinstance(err, Interrupted) else 130)
+    finally:
+        failed = rlexp.sweep.summarize()
+    if failed:
+        sys.exit(1)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def task(cfg: DictConfig) -> float | FailedJob:
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return sweep_job(cfg, hydra_cfg)
+    try:
+        return run(cfg, hydra_cfg)
+    except (ConfigError, KeyboardInterrupt, FloatingPointError) as err:
+        code, message = reported(err)
+        print(f"rlexp: {message}", file=sys.stderr)
+        sys.exit(code)
+
+
+def sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | FailedJob:
+    """One job of a multirun: its final evaluation return, or, whatever stopped it, a ``FailedJob`` after
+    recording the error and exit code in its folder (the sweep goes on with the other jobs)."""
+    folder, num, overrides = Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task)
+    try:
+        value = run(cfg, hydra_cfg)
+    except (Exception, KeyboardInterrupt) as err:
+        if isinstance(err, (ConfigError, KeyboardInterrupt, FloatingPointError)):
+            code, message = reported(err)
+            print(f"rlexp: job {num}: {message}", file=sys.stderr)
+        else:  # a bug, in rlexp or a user's code: keep its traceback
+            code, message = 1, f"{type(err).__name__}: {err}"
+            traceback.print_exc()
+        rlexp.sweep.record_job(folder, num, overrides, code, message)
+        if isinstance(err, KeyboardInterrupt) and rlexp.sweep.launched_here():
+            raise
+        return FailedJob(code, message)
+    rlexp.sweep.record_job(folder, num, overrides, 0, eval_return=value)
+    return value
+
+
+def reported(err: ConfigError | KeyboardInterrupt | FloatingPointError) -> tuple[int, str]:
+    """The exit code and one-line message of an error that rlexp reports without a traceback."""
+    if isinstance(err, ConfigError):
+        return 2, f"configuration error: {err}"
+    if isinstance(err, Interrupted):
+        return err.exit_code, f"{err}, exiting with code {err.exit_code}"
+    if isinstance(err, KeyboardInterrupt):  # Ctrl-C before training started: nothing to save yet
+        return 130, "interrupted before training started, exiting with code 130"
+    return 3, f"training stopped: {err}"  # rlexp.trainer.NonFiniteLoss, rlexp.envs.EnvFault
 
 
 def run(cfg: DictConfig, hydra_cfg: DictConfig) -> float:
