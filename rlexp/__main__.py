@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import rlexp.config  # noqa: F401  (registers the config schema with Hydra's ConfigStore)
 import rlexp.sweep
-from rlexp.checkpoint import CheckpointError, latest_resumable, run_folder
+from rlexp.checkpoint import CheckpointError, CheckpointWriteError, latest_resumable, run_folder
 from rlexp.registry import ConfigError
 from rlexp.signals import Interrupted, stop_on_signals
 from rlexp.sweep import FailedJob
@@ -59,7 +59,7 @@ def task(cfg: DictConfig) -> float | FailedJob:
         return sweep_job(cfg, hydra_cfg)
     try:
         return run(cfg, hydra_cfg)
-    except (ConfigError, KeyboardInterrupt, FloatingPointError) as err:
+    except REPORTED as err:
         code, message = reported(err)
         print(f"rlexp: {message}", file=sys.stderr)
         sys.exit(code)
@@ -72,7 +72,7 @@ def sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | FailedJob:
     try:
         value = run(cfg, hydra_cfg)
     except (Exception, KeyboardInterrupt) as err:
-        if isinstance(err, (ConfigError, KeyboardInterrupt, FloatingPointError)):
+        if isinstance(err, REPORTED):
             code, message = reported(err)
             print(f"rlexp: job {num}: {message}", file=sys.stderr)
         else:  # a bug, in rlexp or a user's code: keep its traceback
@@ -86,10 +86,16 @@ def sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | FailedJob:
     return value
 
 
-def reported(err: ConfigError | KeyboardInterrupt | FloatingPointError) -> tuple[int, str]:
-    """The exit code and one-line message of an error that rlexp reports without a traceback."""
+# errors that rlexp reports in one line, without a traceback
+REPORTED = (ConfigError, CheckpointWriteError, KeyboardInterrupt, FloatingPointError)
+
+
+def reported(err: BaseException) -> tuple[int, str]:
+    """The exit code and one-line message of an error in ``REPORTED``."""
     if isinstance(err, ConfigError):
         return 2, f"configuration error: {err}"
+    if isinstance(err, CheckpointWriteError):
+        return 1, f"{err.strerror} (training stopped; the checkpoints written before it are intact)"
     if isinstance(err, Interrupted):
         return err.exit_code, f"{err}, exiting with code {err.exit_code}"
     if isinstance(err, KeyboardInterrupt):  # Ctrl-C before training started: nothing to save yet
@@ -163,8 +169,11 @@ def import_user_modules(modules: list[str]) -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
-            raise ConfigError(f"imports: cannot import {module!r} ({err}). List importable module paths, "
-                              "e.g. imports: [my_package.my_losses], with the package on PYTHONPATH.") from None
+            if module == err.name or module.startswith(f"{err.name}."):
+                raise ConfigError(f"imports: cannot import {module!r} ({err}). List importable module paths, "
+                                  "e.g. imports: [my_package.my_losses], with the package on PYTHONPATH.") from None
+            raise ConfigError(f"imports: {module!r} was found, but it imports {err.name!r}, which is not "
+                              f"installed ({err}). Install it or fix that import.") from None
 
 
 def run_name(cfg: DictConfig, hydra_cfg: DictConfig) -> str:

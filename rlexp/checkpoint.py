@@ -8,6 +8,7 @@ silently) and rlexp's format marker, so a damaged or foreign file is refused wit
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import sys
@@ -30,18 +31,32 @@ class CheckpointError(ConfigError):
     """A checkpoint path that does not exist, is damaged, or is not an rlexp checkpoint."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, folder not writable); the message names file and cause."""
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    The archive is built in memory and written with one plain ``write``: torch's zip writer reports a
+    failed write (a full disk) as "unexpected pos", while ``write`` raises the OS's own error.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise CheckpointWriteError(err.errno, f"cannot write checkpoint {path}: {err.strerror or err}") from None
         raise
     return path
 
