@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,8 @@ class Logger:
     128 + signal number for SIGTERM/SIGINT (``rlexp.signals``), else 1.
     """
 
+    name = "logger"  # how messages name it
+
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         pass
 
@@ -45,6 +48,9 @@ class Logger:
 
     def finish(self, exit_code: int = 0) -> None:
         pass
+
+    def abandon(self) -> None:
+        """Release what is left after a failure of this logger (``Loggers`` dropped it); must not raise."""
 
     def __enter__(self) -> "Logger":
         return self
@@ -58,6 +64,8 @@ class MetricsFile(Logger):
 
     ``continues_after``: first drop the lines after that step (a resumed run logs them again).
     """
+
+    name = METRICS_FILE
 
     def __init__(self, run_dir: str | Path, continues_after: int | None = None):
         self.path = Path(run_dir) / METRICS_FILE
@@ -83,19 +91,32 @@ def rewrite_atomically(path: Path, text: str) -> None:
 
 
 class Loggers(Logger):
-    """Several loggers behind one."""
+    """Several loggers behind one. Logging never costs training: a logger that fails after it opened (W&B's
+    service process killed, a full disk under its files) is dropped with one message naming it and the
+    error, and the others go on, so ``metrics.jsonl`` still gets every step when W&B stops."""
 
     def __init__(self, *loggers: Logger):
-        self.loggers = loggers
+        self.loggers = list(loggers)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        for logger in self.loggers:
-            logger.log(metrics, step)
+        self._each(lambda logger: logger.log(metrics, step), step)
 
     def log_video(self, key: str, path: Path, step: int) -> None:
-        for logger in self.loggers:
-            logger.log_video(key, path, step)
+        self._each(lambda logger: logger.log_video(key, path, step), step)
 
     def finish(self, exit_code: int = 0) -> None:
-        for logger in self.loggers:
-            logger.finish(exit_code)
+        self._each(lambda logger: logger.finish(exit_code), None)
+
+    def _each(self, call: Callable[[Logger], None], step: int | None) -> None:
+        for logger in list(self.loggers):
+            try:
+                call(logger)
+            except Exception as err:  # noqa: BLE001  (whatever a logger raises, training goes on)
+                self.loggers.remove(logger)
+                logger.abandon()
+                error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                if step is None:
+                    print(f"rlexp: {logger.name} could not finish ({error})", file=sys.stderr)
+                else:
+                    print(f"rlexp: {logger.name} stopped at step {step} ({error}); training goes on without it",
+                          file=sys.stderr)

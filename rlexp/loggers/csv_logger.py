@@ -17,6 +17,8 @@ class CsvFile(Logger):
     ``continues_after``: first drop the rows after that step (a resumed run logs them again).
     """
 
+    name = "metrics.csv"
+
     def __init__(self, run_dir: str | Path, continues_after: int | None = None):
         path = Path(run_dir) / "metrics.csv"
         if continues_after is not None and path.exists():
