@@ -22,13 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 
 import rlexp.config  # noqa: F401  (registers the config schema with Hydra's ConfigStore)
 import rlexp.sweep
-from rlexp.checkpoint import CheckpointError, CheckpointWriteError, latest_resumable, run_folder
+from rlexp.checkpoint import CheckpointError, CheckpointWriteError, held_run_folder, latest_resumable, run_folder
 from rlexp.registry import ConfigError
 from rlexp.signals import Interrupted, stop_on_signals
 from rlexp.sweep import FailedJob
 
 ROOT = Path(__file__).resolve().parent.parent
-SAFE_ON_RESUME = ("collector.total_frames", "checkpoint.interval", "checkpoint.keep", "eval.video", "eval.video_every")
+# overrides a resume accepts: none changes the numbers, except device (CPU and CUDA round differently)
+SAFE_ON_RESUME = ("collector.total_frames", "checkpoint.interval", "checkpoint.keep", "eval.video", "eval.video_every",
+                  "device")
 # conf/config.yaml adds experiments/ to Hydra's search path through this resolver, so presets
 # load as +experiment=<name> wherever the command is launched from.
 OmegaConf.register_new_resolver("rlexp_root", lambda: str(ROOT), replace=True)
@@ -110,6 +112,13 @@ def run(cfg: DictConfig, hydra_cfg: DictConfig) -> float:
         cfg, run_dir, checkpoint = resumed_run(cfg, hydra_cfg)
     else:
         checkpoint = requeue_checkpoint(run_dir) if requeue_id else None
+    with held_run_folder(run_dir, continuing=cfg.resume is not None or requeue_id is not None):
+        return train_job(cfg, hydra_cfg, run_dir, requeue_id, checkpoint)
+
+
+def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, requeue_id: str | None,
+              checkpoint: dict | None) -> float:
+    """Train in ``run_dir``, which this run holds, from ``checkpoint`` if any."""
     import_user_modules(cfg.imports)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     if cfg.resume is None:  # a resumed run uses its checkpoint's config, whose choices are not recomposed

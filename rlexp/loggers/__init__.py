@@ -22,10 +22,11 @@ def wandb_logger(run: RunInfo, *, project: str = "rlexp", entity: str | None = N
     Online, a server that does not answer within ``init_timeout`` seconds leaves the run offline."""
     if init_timeout <= 0:
         raise ValueError(f"logger.init_timeout={init_timeout!r} must be a number of seconds > 0.")
+    metrics = MetricsFile(run.dir, run.continues_after)  # first: a damaged file is dealt with before W&B resumes
     wandb_run = WandbRun(run_dir=run.dir, config=run.config, run_id=run.id, name=run.name, group=group or run.group,
                          project=project, entity=entity, tags=tags, mode=mode, init_timeout=init_timeout,
                          resume=run.continues_after is not None)
-    return Loggers(MetricsFile(run.dir, run.continues_after), wandb_run)
+    return Loggers(metrics, wandb_run)
 
 
 @loggers.register("csv")

@@ -70,9 +70,10 @@ class MetricsFile(Logger):
     def __init__(self, run_dir: str | Path, continues_after: int | None = None):
         self.path = Path(run_dir) / METRICS_FILE
         if continues_after is not None and self.path.exists():
-            lines = self.path.read_text().splitlines(keepends=True)
+            lines = self.path.read_text(errors="replace").splitlines(keepends=True)
             rewrite_atomically(self.path, "".join(
-                line for line in lines if line.endswith("\n") and json.loads(line)["frames"] <= continues_after))
+                line for number, line in enumerate(lines, 1)
+                if logged_up_to(self.path, number, line, continues_after, lambda line: json.loads(line)["frames"])))
         self._file = self.path.open("a")
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
@@ -81,6 +82,17 @@ class MetricsFile(Logger):
 
     def finish(self, exit_code: int = 0) -> None:
         self._file.close()
+
+
+def logged_up_to(path: Path, number: int, line: str, step: int, read_step: Callable[[str], int]) -> bool:
+    """True if line ``number`` of ``path`` is complete and logged at ``step`` or before. A damaged line (cut
+    off, NUL bytes after a power loss) is dropped with a message naming the file and the line."""
+    try:
+        logged_at = read_step(line)
+    except (ValueError, KeyError, TypeError, IndexError):
+        print(f"rlexp: skipping damaged line {number} of {path}: {line.rstrip()[:60]!r}", file=sys.stderr)
+        return False
+    return line.endswith("\n") and logged_at <= step
 
 
 def rewrite_atomically(path: Path, text: str) -> None:
