@@ -1,15 +1,19 @@
 """A failed job never ends a sweep: one configuration error, one diverging job and one crash among good jobs,
-under each launcher and under Optuna. Each job's folder records how it ended; the sweep lists every job at
+under each launcher and under Optuna, and a job stopped by SIGTERM. Each job's folder records how it ended; the sweep lists every job at
 its end and exits with code 1."""
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from support import LAUNCHERS, run_multirun
+from support import LAUNCHERS, cli_env, run_multirun, wait_for
 
 SWEEPS = Path(__file__).parent
 
@@ -68,3 +72,26 @@ def test_optuna_tells_failed_trials_as_failed_and_finishes_the_study(tmp_path):
     assert optimum["best_value"] == jobs[0]["eval/episode_return"] == final_eval_return(sweep_dir / "0")
     assert optimum["best_params"]["optim.lr"] == 0.001
     assert f"rlexp: sweep {sweep_dir}: 3 jobs, 1 completed, 2 failed" in result.stderr
+
+
+def test_a_job_stopped_by_sigterm_is_recorded_and_the_joblib_sweep_goes_on(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep_dir = tmp_path / "sweep"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlexp", "-m", f"hydra.sweep.dir={sweep_dir}", "hydra/launcher=joblib",
+         "hydra.launcher.n_jobs=2", "seed=0,1,2", "logger=csv", "collector.total_frames=16384",
+         "collector.frames_per_batch=1024", "env.num_envs=4", "eval.episodes=2"], env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        metrics, lock = sweep_dir / "0" / "metrics.jsonl", sweep_dir / "0" / ".rlexp.lock"
+        wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 1)
+        os.kill(int(lock.read_text().split()[1]), signal.SIGTERM)  # the lock names the job's process
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 1, stderr
+    jobs = [json.loads((sweep_dir / str(num) / "job.json").read_text()) for num in range(3)]
+    assert [job["exit_code"] for job in jobs] == [143, 0, 0]
+    assert jobs[0]["error"].startswith("stopped by SIGTERM at ") and "checkpoint" in jobs[0]["error"]
+    assert (sweep_dir / "1" / "checkpoint.pt").exists() and (sweep_dir / "2" / "checkpoint.pt").exists()
+    assert "3 jobs, 2 completed, 1 failed" in stderr
