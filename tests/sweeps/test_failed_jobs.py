@@ -1,6 +1,6 @@
 """A failed job never ends a sweep: one configuration error, one diverging job and one crash among good jobs,
-under each launcher and under Optuna, and a job stopped by SIGTERM. Each job's folder records how it ended; the sweep lists every job at
-its end and exits with code 1."""
+under each launcher and under Optuna, and a job stopped by SIGTERM. Each job's folder records how it ended;
+the sweep lists every job at its end and exits with code 1."""
 
 import json
 import os
