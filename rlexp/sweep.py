@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,11 +47,27 @@ def record_job(folder: Path, num: int, overrides: Sequence[str], exit_code: int,
     (folder / JOB_FILE).write_text(json.dumps(record, indent=1) + "\n")
 
 
-class SweepSummary(Callback):
-    """Hydra callback (``hydra.callbacks`` in conf/config.yaml): notes the sweep this process launches."""
+class Launch(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/config.yaml), run before Hydra writes anything: the output
+    folder must be writable (one line instead of Hydra's traceback), and a sweep is noted for its summary."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable(Path(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
         SWEEP.update(dir=Path(config.hydra.sweep.dir), start=time.time(), pid=os.getpid())
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Create ``folder`` and a file in it, or exit with code 1 naming the folder and the OS's reason."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        print(f"rlexp: cannot write to the output folder {folder} ({err.strerror or err}); choose another with "
+              f"{key}=<folder>", file=sys.stderr)
+        sys.exit(1)
 
 
 SWEEP: dict[str, Any] = {}  # the sweep launched by this process: dir, start (epoch seconds), pid

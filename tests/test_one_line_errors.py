@@ -54,3 +54,18 @@ def test_a_full_disk_during_a_checkpoint_write_is_named_and_leaves_no_file(tmp_p
     code, message = reported(err.value)
     assert code == 1
     assert message.startswith(f"cannot write checkpoint {tmp_path / 'checkpoint.pt'}: No space left on device")
+
+
+def test_an_output_folder_that_cannot_be_written_is_named_in_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    blocked = [(tmp_path / "a_file" / "run", "Not a directory")]
+    if os.geteuid() != 0:  # root writes into read-only folders
+        (tmp_path / "read_only").mkdir(mode=0o555)
+        blocked.append((tmp_path / "read_only" / "run", "Permission denied"))
+    for folder, reason in blocked:
+        for mode, key in [([], "hydra.run.dir"), (["-m", "seed=0,1"], "hydra.sweep.dir")]:
+            result = subprocess.run([sys.executable, "-m", "rlexp", *mode, f"{key}={folder}", "logger=none"],
+                                    capture_output=True, text=True, cwd=ROOT)
+            assert result.returncode == 1
+            assert result.stderr == (f"rlexp: cannot write to the output folder {folder} ({reason}); choose another "
+                                     f"with {key}=<folder>\n")
