@@ -84,16 +84,15 @@ def job_records() -> list[dict]:
     if not SWEEP:
         return []
     files = [path for path in SWEEP["dir"].rglob(JOB_FILE) if path.stat().st_mtime >= SWEEP["start"] - 1]
-    records = [json.loads(path.read_text()) | {"folder": str(path.parent)} for path in files]
-    return sorted(records, key=lambda record: record["job"])
+    return sorted((json.loads(path.read_text()) for path in files), key=lambda record: record["job"])
 
 
 def summarize() -> int:
     """Print one line per job of the sweep launched here (the overrides that differ between jobs, the status,
     the final evaluation return or the error); return the number of failed jobs (0 without a sweep)."""
-    if not SWEEP:
-        return 0
     records = job_records()
+    if not records:  # no sweep, or none of its jobs ran (Hydra refused an override and said why)
+        return 0
     failed = sum(record["status"] != "completed" for record in records)
     print(f"rlexp: sweep {SWEEP['dir']}: {len(records)} jobs, {len(records) - failed} completed, {failed} failed "
           f"({JOB_FILE} in each job's folder)", file=sys.stderr)
