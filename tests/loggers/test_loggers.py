@@ -103,3 +103,19 @@ def test_a_logger_that_fails_is_dropped_with_one_message_and_the_others_go_on(tm
     assert [json.loads(line)["frames"] for line in lines] == [1, 2, 3, 4]
     assert capsys.readouterr().err == ("rlexp: W&B stopped at step 2 (ConnectionResetError: [Errno 104] Connection "
                                        "reset by peer); training goes on without it\n")
+
+
+def test_a_logger_that_fails_on_an_evaluation_video_is_dropped_and_the_metrics_go_on(tmp_path, capsys):
+    class NoVideos(Logger):
+        name = "W&B"
+
+        def log_video(self, key, path, step):
+            raise OSError(f"cannot read {path}")
+
+    with Loggers(NoVideos(), MetricsFile(tmp_path)) as logger:
+        logger.log({"x": 1.0}, step=1)
+        logger.log_video("eval/video", tmp_path / "eval.mp4", step=1)
+        logger.log({"x": 2.0}, step=2)
+    assert [json.loads(line)["x"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1.0, 2.0]
+    assert capsys.readouterr().err == (f"rlexp: W&B stopped at step 1 (OSError: cannot read {tmp_path / 'eval.mp4'}); "
+                                       "training goes on without it\n")
