@@ -80,8 +80,8 @@ def test_a_job_stopped_by_sigterm_is_recorded_and_the_joblib_sweep_goes_on(tmp_p
     process = subprocess.Popen(
         [sys.executable, "-m", "rlexp", "-m", f"hydra.sweep.dir={sweep_dir}", "hydra/launcher=joblib",
          "hydra.launcher.n_jobs=2", "seed=0,1,2", "logger=csv", "collector.total_frames=16384",
-         "collector.frames_per_batch=1024", "env.num_envs=4", "eval.episodes=2"], env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
+         "collector.frames_per_batch=1024", "env.num_envs=4", "eval.episodes=2"],
+        env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         metrics, lock = sweep_dir / "0" / "metrics.jsonl", sweep_dir / "0" / ".rlexp.lock"
         wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 1)
