@@ -11,6 +11,7 @@ import os
 import secrets
 import string
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -20,12 +21,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import rlexp.config  # noqa: F401  (registers the config schema with Hydra's ConfigStore)
-from rlexp.checkpoint import CheckpointError, latest_resumable, run_folder
+import rlexp.sweep
+from rlexp.checkpoint import CheckpointError, CheckpointWriteError, held_run_folder, latest_resumable, run_folder
 from rlexp.registry import ConfigError
 from rlexp.signals import Interrupted, stop_on_signals
+from rlexp.sweep import FailedJob
 
 ROOT = Path(__file__).resolve().parent.parent
-SAFE_ON_RESUME = ("collector.total_frames", "checkpoint.interval", "checkpoint.keep", "eval.video", "eval.video_every")
+# overrides a resume accepts: none changes the numbers, except device (CPU and CUDA round differently)
+SAFE_ON_RESUME = ("collector.total_frames", "checkpoint.interval", "checkpoint.keep", "eval.video", "eval.video_every",
+                  "device")
 # conf/config.yaml adds experiments/ to Hydra's search path through this resolver, so presets
 # load as +experiment=<name> wherever the command is launched from.
 OmegaConf.register_new_resolver("rlexp_root", lambda: str(ROOT), replace=True)
@@ -36,22 +41,68 @@ OmegaConf.register_new_resolver(
 OmegaConf.register_new_resolver("rlexp_output_subdir", lambda resume: None if resume else ".hydra", replace=True)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main() -> None:
+    """``python -m rlexp``: one run, or a sweep (``-m``) that runs every job, then lists them and exits with
+    code 1 if any failed."""
     try:
-        return run(cfg, HydraConfig.get())
-    except ConfigError as err:
-        print(f"rlexp: configuration error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except Interrupted as err:
-        print(f"rlexp: {err}, exiting with code {err.exit_code}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save yet
-        print("rlexp: interrupted before training started, exiting with code 130", file=sys.stderr)
-        sys.exit(130)
-    except FloatingPointError as err:  # rlexp.trainer.NonFiniteLoss
-        print(f"rlexp: training stopped: {err}", file=sys.stderr)
-        sys.exit(3)
+        task()
+    except KeyboardInterrupt as err:  # a signal to the basic launcher's process stops the whole sweep
+        sys.exit(err.exit_code if isinstance(err, Interrupted) else 130)
+    finally:
+        failed = rlexp.sweep.summarize()
+    if failed:
+        sys.exit(1)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def task(cfg: DictConfig) -> float | FailedJob:
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return sweep_job(cfg, hydra_cfg)
+    try:
+        return run(cfg, hydra_cfg)
+    except REPORTED as err:
+        code, message = reported(err)
+        print(f"rlexp: {message}", file=sys.stderr)
+        sys.exit(code)
+
+
+def sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | FailedJob:
+    """One job of a multirun: its final evaluation return, or, whatever stopped it, a ``FailedJob`` after
+    recording the error and exit code in its folder (the sweep goes on with the other jobs)."""
+    folder, num, overrides = Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.num, list(hydra_cfg.overrides.task)
+    try:
+        value = run(cfg, hydra_cfg)
+    except (Exception, KeyboardInterrupt) as err:
+        if isinstance(err, REPORTED):
+            code, message = reported(err)
+            print(f"rlexp: job {num}: {message}", file=sys.stderr)
+        else:  # a bug, in rlexp or a user's code: keep its traceback
+            code, message = 1, f"{type(err).__name__}: {err}"
+            traceback.print_exc()
+        rlexp.sweep.record_job(folder, num, overrides, code, message)
+        if isinstance(err, KeyboardInterrupt) and rlexp.sweep.launched_here():
+            raise
+        return FailedJob(code, message)
+    rlexp.sweep.record_job(folder, num, overrides, 0, eval_return=value)
+    return value
+
+
+# errors that rlexp reports in one line, without a traceback
+REPORTED = (ConfigError, CheckpointWriteError, KeyboardInterrupt, FloatingPointError)
+
+
+def reported(err: BaseException) -> tuple[int, str]:
+    """The exit code and one-line message of an error in ``REPORTED``."""
+    if isinstance(err, ConfigError):
+        return 2, f"configuration error: {err}"
+    if isinstance(err, CheckpointWriteError):
+        return 1, f"{err.strerror} (training stopped; the checkpoints written before it are intact)"
+    if isinstance(err, Interrupted):
+        return err.exit_code, f"{err}, exiting with code {err.exit_code}"
+    if isinstance(err, KeyboardInterrupt):  # Ctrl-C before training started: nothing to save yet
+        return 130, "interrupted before training started, exiting with code 130"
+    return 3, f"training stopped: {err}"  # rlexp.trainer.NonFiniteLoss, rlexp.envs.EnvFault
 
 
 def run(cfg: DictConfig, hydra_cfg: DictConfig) -> float:
@@ -61,6 +112,13 @@ def run(cfg: DictConfig, hydra_cfg: DictConfig) -> float:
         cfg, run_dir, checkpoint = resumed_run(cfg, hydra_cfg)
     else:
         checkpoint = requeue_checkpoint(run_dir) if requeue_id else None
+    with held_run_folder(run_dir, continuing=cfg.resume is not None or requeue_id is not None):
+        return train_job(cfg, hydra_cfg, run_dir, requeue_id, checkpoint)
+
+
+def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, requeue_id: str | None,
+              checkpoint: dict | None) -> float:
+    """Train in ``run_dir``, which this run holds, from ``checkpoint`` if any."""
     import_user_modules(cfg.imports)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     if cfg.resume is None:  # a resumed run uses its checkpoint's config, whose choices are not recomposed
@@ -120,8 +178,11 @@ def import_user_modules(modules: list[str]) -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
-            raise ConfigError(f"imports: cannot import {module!r} ({err}). List importable module paths, "
-                              "e.g. imports: [my_package.my_losses], with the package on PYTHONPATH.") from None
+            if module == err.name or module.startswith(f"{err.name}."):
+                raise ConfigError(f"imports: cannot import {module!r} ({err}). List importable module paths, "
+                                  "e.g. imports: [my_package.my_losses], with the package on PYTHONPATH.") from None
+            raise ConfigError(f"imports: {module!r} was found, but it imports {err.name!r}, which is not "
+                              f"installed ({err}). Install it or fix that import.") from None
 
 
 def run_name(cfg: DictConfig, hydra_cfg: DictConfig) -> str:

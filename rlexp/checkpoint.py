@@ -8,11 +8,17 @@ silently) and rlexp's format marker, so a damaged or foreign file is refused wit
 
 from __future__ import annotations
 
+import fcntl
+import io
 import os
 import random
+import socket
 import sys
 import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,36 +30,70 @@ from rlexp.registry import ConfigError
 FORMAT = "rlexp-checkpoint/1"
 FINAL = "checkpoint.pt"
 PERIODIC_DIR = "checkpoints"
+LOCK = ".rlexp.lock"  # held (flock) by the live run of a folder
+RUN_FILES = ("metrics.jsonl", "metrics.csv", FINAL, PERIODIC_DIR)  # what makes a folder a run's
 
 
 class CheckpointError(ConfigError):
     """A checkpoint path that does not exist, is damaged, or is not an rlexp checkpoint."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, folder not writable); the message names file and cause."""
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    The archive is built in memory and written with one plain ``write``: torch's zip writer reports a
+    failed write (a full disk) as "unexpected pos", while ``write`` raises the OS's own error.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state, "saved_at": time.time()}, buffer)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise CheckpointWriteError(err.errno, f"cannot write checkpoint {path}: {err.strerror or err}") from None
         raise
     return path
 
 
-def save_periodic(state: dict[str, Any], run_dir: Path, frames: int, keep: int) -> Path:
-    """Write ``checkpoints/checkpoint_<frames>.pt`` and delete all but the newest ``keep`` of them."""
-    folder = Path(run_dir) / PERIODIC_DIR
-    folder.mkdir(exist_ok=True)
-    path = save_checkpoint(state, folder / f"checkpoint_{frames:012d}.pt")
-    for old in sorted(folder.glob("checkpoint_*.pt"))[:-keep]:
-        old.unlink()
-    return path
+class PeriodicCheckpoints:
+    """``checkpoints/checkpoint_<frames>.pt``, of which the newest ``keep`` of this run's own are kept.
+
+    Rotation deletes only files of this run's timeline: those it wrote, and those at or before the frames
+    it resumed from (``resumed_from``). A run resumed from an older checkpoint leaves the checkpoints of the
+    timeline it branched from, beyond that point, where they are.
+    """
+
+    def __init__(self, run_dir: Path, keep: int, resumed_from: int | None = None):
+        self.folder, self.keep = Path(run_dir) / PERIODIC_DIR, keep
+        self.own = sorted(path for path in self.folder.glob("checkpoint_*.pt")
+                          if resumed_from is not None and frames_of(path) <= resumed_from)
+
+    def save(self, state: dict[str, Any], frames: int) -> Path:
+        self.folder.mkdir(exist_ok=True)
+        path = save_checkpoint(state, self.folder / f"checkpoint_{frames:012d}.pt")
+        self.own = sorted({*self.own, path}, key=frames_of)
+        for old in self.own[:-self.keep]:
+            old.unlink(missing_ok=True)
+        self.own = self.own[-self.keep:]
+        return path
+
+
+def frames_of(path: Path) -> int:
+    """The frame count in a periodic checkpoint's name, ``checkpoint_<frames>.pt``."""
+    return int(path.stem.split("_")[-1])
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -88,8 +128,10 @@ def run_folder(path: str | Path) -> Path:
 def latest_resumable(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """The checkpoint to resume from: ``path`` if it is a file, else the run folder's newest intact one.
 
-    Damaged files in the folder are skipped with a warning naming them, so a kill that left the
-    newest unreadable falls back to the one before.
+    Newest means most recently written, not most frames: a run resumed from an older checkpoint and
+    stopped again is a newer timeline than the longer one it branched from, and resuming the folder
+    continues it. Damaged files are skipped with a warning naming them, so a kill that left the newest
+    unreadable falls back to the one before.
     """
     path = Path(path)
     if not path.is_dir():
@@ -106,12 +148,40 @@ def latest_resumable(path: str | Path) -> tuple[Path, dict[str, Any]]:
         except CheckpointError as err:
             print(f"rlexp: skipping {err}", file=sys.stderr)
             continue
-        if state.get("resumable", True):
-            found.append((state["frames"], candidate, state))
+        if state.get("resumable", True):  # checkpoints written before saved_at existed: the file's time
+            found.append(((state.get("saved_at", candidate.stat().st_mtime), state["frames"]), candidate, state))
     if not found:
         raise CheckpointError(f"{path} holds no intact rlexp checkpoint ({FINAL} or {PERIODIC_DIR}/checkpoint_*.pt).")
     _, newest, state = max(found, key=lambda item: item[0])
     return newest, state
+
+
+@contextmanager
+def held_run_folder(run_dir: Path, continuing: bool) -> Iterator[None]:
+    """Hold ``run_dir`` for this run: a lock that a second live run is refused by, and, unless this run
+    continues the folder's own run (``resume=``, a requeued job), a refusal of a folder that already holds
+    another run's metrics or checkpoints, whose files would be interleaved, rotated away or resumed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = (run_dir / LOCK).open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise ConfigError(f"{run_dir} is in use by a live run ({holder}); start this run in another folder "
+                          "(hydra.run.dir=...).") from None
+    try:
+        found = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if found and not continuing:
+            raise ConfigError(f"{run_dir} already holds another run ({', '.join(found)}); continue that run with "
+                              f"resume={run_dir}, or start this one in another folder (hydra.run.dir=...).")
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        yield
+    finally:
+        lock.close()
 
 
 def rng_states() -> dict[str, Any]:

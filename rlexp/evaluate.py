@@ -66,9 +66,15 @@ def main(argv: list[str]) -> int:
     if video not in ("true", "false"):
         print(f"rlexp.evaluate: video={options['video']!r}; choose one of: true, false", file=sys.stderr)
         return 2
+    numbers = {"episodes": None, "seed": 0}
+    for key, low in (("episodes", 1), ("seed", 0)):
+        if key in options:
+            if not options[key].isdigit() or int(options[key]) < low:
+                print(f"rlexp.evaluate: {key}={options[key]!r} must be an integer >= {low}", file=sys.stderr)
+                return 2
+            numbers[key] = int(options[key])
     try:
-        returns = evaluate_checkpoint(argv[0], int(options["episodes"]) if "episodes" in options else None,
-                                      int(options.get("seed", 0)), video=video == "true")
+        returns = evaluate_checkpoint(argv[0], numbers["episodes"], numbers["seed"], video=video == "true")
     except ConfigError as err:
         print(f"rlexp.evaluate: {err}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -71,12 +72,24 @@ class Registry:
         builder = self.get(name)
         check_kwargs(f"{self.group} '{name}'", builder, config, supplied=len(args), supplied_names=extra)
         try:
+            inspect.signature(builder).bind(*args, **extra, **config)
+        except TypeError as err:  # a required option is missing
+            raise ConfigError(f"{self.group} '{name}': {err}; its config gives {config}.") from None
+        try:
             return builder(*args, **extra, **config)
         except ConfigError:
             raise
         except (ValueError, TypeError, NotImplementedError) as err:
-            # Builders validate their arguments; a rejected value is a configuration error.
+            if not rejected_argument(err):
+                raise  # a bug inside the builder: its traceback is what its author needs
             raise ConfigError(f"{self.group} '{name}' rejected its options {config}: {err}") from err
+
+
+def rejected_argument(err: BaseException) -> bool:
+    """True if ``err`` comes from a ``raise`` statement: a builder that validates its arguments rejects a bad
+    value that way, while a bug (``None + 1``, a wrong call) is raised by the interpreter or by C code."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and (frames[-1].line or "").lstrip().startswith("raise")
 
 
 def check_kwargs(what: str, builder: Callable[..., Any], kwargs: Mapping[str, Any], *, supplied: int = 0,

@@ -30,7 +30,7 @@ import rlexp.envs  # noqa: F401  (registers the built-in envs)
 import rlexp.objectives  # noqa: F401  (registers the built-in losses)
 import rlexp.objectives.value  # noqa: F401  (registers the built-in value estimators)
 import rlexp.policies  # noqa: F401  (registers the built-in policies)
-from rlexp.checkpoint import FINAL, PERIODIC_DIR, rng_states, save_checkpoint, save_periodic, set_rng_states
+from rlexp.checkpoint import FINAL, PERIODIC_DIR, PeriodicCheckpoints, rng_states, save_checkpoint, set_rng_states
 from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
 from rlexp.envs import EnvFault, build_env
 from rlexp.loggers import Logger
@@ -61,6 +61,7 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
     if resume is not None:
         trainer.load_state_dict(resume)
     progress, total_frames = trainer.progress, cfg.collector.total_frames
+    periodic = PeriodicCheckpoints(run_dir, cfg.checkpoint.keep, resumed_from=resume["frames"] if resume else None)
 
     with make_logger() as logger, tqdm(initial=progress.frames, total=total_frames, unit="frame", unit_scale=True,
                                         dynamic_ncols=True, mininterval=1.0) as bar, unchecked_distributions():
@@ -95,7 +96,7 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
                     logger.log_video(VIDEO_KEY, video, step=progress.frames)
             if progress.frames >= progress.next_checkpoint:
                 with clock("checkpoint"):
-                    save_periodic(trainer.state_dict(), run_dir, progress.frames, cfg.checkpoint.keep)
+                    periodic.save(trainer.state_dict(), progress.frames)
                 progress.next_checkpoint += cfg.checkpoint.interval
             metrics |= clock.metrics()
             logger.log(metrics, step=progress.frames)
@@ -104,7 +105,7 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
                             ret=f"{metrics.get('train/episode_return', float('nan')):.1f}",
                             eval=f"{progress.eval_metrics.get('eval/episode_return', float('nan')):.1f}")
             if stop and progress.frames < total_frames:  # SIGINT/SIGTERM: at an iteration's end, resumable exactly
-                path = save_periodic(trainer.state_dict(), run_dir, progress.frames, cfg.checkpoint.keep)
+                path = periodic.save(trainer.state_dict(), progress.frames)
                 raise Interrupted(stop.signum, f" at {progress.frames:,} frames; checkpoint {path}")
 
         save_checkpoint(trainer.state_dict(), run_dir / FINAL)

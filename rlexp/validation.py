@@ -23,12 +23,14 @@ at_least_one = (">= 1", lambda x: x >= 1)
 non_negative = (">= 0", lambda x: x >= 0)
 unit_interval_open_left = ("in (0, 1]", lambda x: 0 < x <= 1)
 unit_interval = ("in [0, 1]", lambda x: 0 <= x <= 1)
+# numpy's global seed must be below 2**32; the envs are seeded with offsets added to it, so keep room
+seed_range = (f"in [0, {2**31 - 1}]", lambda x: 0 <= x < 2**31)
 
 ON_NAN = ("raise", "skip")
 
 # key: (type, (description, predicate) or None)
 RULES: dict[str, tuple[type, tuple[str, Callable[[float], bool]] | None]] = {
-    "seed": (int, non_negative),
+    "seed": (int, seed_range),
     "threads": (int, at_least_one),
     "collector.total_frames": (int, at_least_one),
     "collector.frames_per_batch": (int, at_least_one),

@@ -15,6 +15,11 @@ from hydra import compose, initialize_config_dir
 import rlexp.__main__  # noqa: F401  (registers the config's rlexp_root resolver)
 
 ROOT = Path(__file__).resolve().parent.parent
+LAUNCHERS = {  # Hydra launchers the sweep tests run under: name: (launcher overrides, plugin module)
+    "basic": ([], None),
+    "joblib": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "hydra_plugins.hydra_joblib_launcher"),
+    "submitit_local": (["hydra/launcher=submitit_local"], "hydra_plugins.hydra_submitit_launcher"),
+}
 
 
 def compose_config(*overrides: str):
@@ -23,11 +28,11 @@ def compose_config(*overrides: str):
 
 
 def cli_env(folder: Path, pythonpath: Path | None = None) -> dict[str, str]:
-    """This process's environment minus any W&B API key or settings, so runs are offline."""
+    """This process's environment minus any W&B API key or settings, so runs are offline; ``rlexp`` is
+    imported from this checkout (not from wherever the virtualenv installed it), plus ``pythonpath``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env |= {"NETRC": str(folder / "no-netrc"), "WANDB_SILENT": "true"}
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *([str(pythonpath)] if pythonpath is not None else [])])
     return env
 
 

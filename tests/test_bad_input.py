@@ -33,7 +33,9 @@ def reported_error(overrides: list[str], run_dir: Path) -> str:
         return f"{err}\n{err.__cause__}"
     with open_dict(cfg):
         hydra_cfg = cfg.pop("hydra")
-    hydra_cfg.runtime.output_dir = str(run_dir)
+    # the job's folder: the command's own hydra.run.dir, else a fresh one
+    given = any(override.startswith("hydra.run.dir=") for override in overrides)
+    hydra_cfg.runtime.output_dir = hydra_cfg.run.dir if given else str(run_dir)
     run_dir.mkdir(exist_ok=True)
     with pytest.raises(ConfigError) as err:
         run(cfg, hydra_cfg)
@@ -52,7 +54,7 @@ def test_the_table_lists_every_kind_of_bad_input():
     inputs = " ".join(row[0] for row in readme_rows())
     for kind in ["group option", "key in a group", "type", "range", "divisible", "num_envs", "env id",
                  "action space", "CUDA", "does not exist", "not an rlexp checkpoint", "corrupted", "resume",
-                 "render videos"]:
+                 "render videos", "another run"]:
         assert kind in inputs
 
 

@@ -104,5 +104,5 @@ def test_grpo_headline_command_selects_its_own_defaults(run_dir):
         assert record["train/episodes"] == 16  # one whole episode per env, padding excluded
     assert records[-1]["frames"] >= 2000 and "eval/episode_return" in records[-1]
 
-    result = run_cli(run_dir, "loss=grpo", "value_estimator=gae")
+    result = run_cli(run_dir.with_name("other_run"), "loss=grpo", "value_estimator=gae")
     assert result.returncode == 2 and "value_estimator=group_relative" in result.stderr

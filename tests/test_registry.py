@@ -55,6 +55,26 @@ def test_values_rejected_by_the_builder_become_config_errors():
         registry.build({"name": "checked", "loss_critic_type": "l3"})
 
 
+def test_a_bug_inside_a_builder_keeps_its_own_error_and_traceback():
+    registry = Registry("losses")
+
+    @registry.register("buggy")
+    def buggy(*, scale=1.0):
+        offset = None
+        return scale + offset  # TypeError raised by the interpreter, not a rejected argument
+
+    with pytest.raises(TypeError, match="unsupported operand") as err:
+        registry.build({"name": "buggy", "scale": 2.0})
+    assert err.type is TypeError and err.traceback[-1].name == "buggy"
+
+
+def test_a_missing_required_option_is_a_config_error():
+    registry = Registry("envs")
+    registry.register("needs_id", lambda *, id, num_envs=1: (id, num_envs))
+    with pytest.raises(ConfigError, match="envs 'needs_id': missing a required argument: 'id'"):
+        registry.build({"name": "needs_id", "num_envs": 2})
+
+
 def test_omegaconf_config_reaches_the_builder_as_plain_python():
     from omegaconf import OmegaConf
 

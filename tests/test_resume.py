@@ -132,6 +132,6 @@ def test_resume_accepts_a_longer_budget_and_refuses_other_overrides(periodic_run
     (folder / "checkpoint.pt").write_bytes((periodic_run / "checkpoint.pt").read_bytes())
     result = resume_cli(folder, "optim.lr=0.1", "loss=grpo")
     assert result.returncode == 2 and "optim.lr=0.1, loss=grpo would change it" in result.stderr
-    result = resume_cli(folder, "collector.total_frames=10240")
+    result = resume_cli(folder, "collector.total_frames=10240", "device=cpu")
     assert result.returncode == 0, result.stderr
     assert load_checkpoint(folder / "checkpoint.pt")["frames"] == 10240

@@ -16,3 +16,10 @@ class ClipPPOWithL2(ClipPPOLoss):
         out = super().forward(tensordict)
         penalty = sum(p.pow(2).sum() for p in self.actor_network.parameters())
         return out.set("loss_l2", self.l2_coeff * penalty)
+
+
+@losses.register("clip_ppo_with_a_bug")
+def clip_ppo_with_a_bug(actor_network, critic_network, **kwargs):
+    """A builder whose own code is wrong: the TypeError it raises is a bug, not a rejected option."""
+    scale = None
+    return ClipPPOLoss(actor_network, critic_network, entropy_coeff=scale * 0.01, **kwargs)

@@ -17,11 +17,16 @@ __all__ = ["METRICS_FILE", "Logger", "Loggers", "MetricsFile", "RunInfo", "CsvFi
 
 @loggers.register("wandb")
 def wandb_logger(run: RunInfo, *, project: str = "rlexp", entity: str | None = None, group: str | None = None,
-                 tags: Sequence[str] = (), mode: str | None = None) -> Logger:
-    """Metrics file plus a W&B run (``mode``: online | offline | disabled; unset: offline without an API key)."""
+                 tags: Sequence[str] = (), mode: str | None = None, init_timeout: float = 30.0) -> Logger:
+    """Metrics file plus a W&B run (``mode``: online | offline | disabled; unset: offline without an API key).
+    Online, a server that does not answer within ``init_timeout`` seconds leaves the run offline."""
+    if init_timeout <= 0:
+        raise ValueError(f"logger.init_timeout={init_timeout!r} must be a number of seconds > 0.")
+    metrics = MetricsFile(run.dir, run.continues_after)  # first: a damaged file is dealt with before W&B resumes
     wandb_run = WandbRun(run_dir=run.dir, config=run.config, run_id=run.id, name=run.name, group=group or run.group,
-                         project=project, entity=entity, tags=tags, mode=mode, resume=run.continues_after is not None)
-    return Loggers(MetricsFile(run.dir, run.continues_after), wandb_run)
+                         project=project, entity=entity, tags=tags, mode=mode, init_timeout=init_timeout,
+                         resume=run.continues_after is not None)
+    return Loggers(metrics, wandb_run)
 
 
 @loggers.register("csv")

@@ -6,7 +6,7 @@ import csv
 from collections.abc import Mapping
 from pathlib import Path
 
-from rlexp.loggers.base import Logger, rewrite_atomically
+from rlexp.loggers.base import Logger, logged_up_to, rewrite_atomically
 
 
 class CsvFile(Logger):
@@ -17,12 +17,15 @@ class CsvFile(Logger):
     ``continues_after``: first drop the rows after that step (a resumed run logs them again).
     """
 
+    name = "metrics.csv"
+
     def __init__(self, run_dir: str | Path, continues_after: int | None = None):
         path = Path(run_dir) / "metrics.csv"
         if continues_after is not None and path.exists():
-            header, *rows = path.read_text().splitlines(keepends=True)
-            rewrite_atomically(path, header + "".join(
-                row for row in rows if row.endswith("\n") and int(row.split(",", 1)[0]) <= continues_after))
+            lines = path.read_text(errors="replace").splitlines(keepends=True)  # empty: killed before the header
+            rewrite_atomically(path, "".join(lines[:1]) + "".join(
+                row for number, row in enumerate(lines[1:], 2)
+                if logged_up_to(path, number, row, continues_after, lambda row: int(row.split(",", 1)[0]))))
         self._file = path.open("a", newline="")
         self._writer = csv.writer(self._file)
         if self._file.tell() == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -12,6 +13,7 @@ from rlexp.loggers.base import Logger
 from rlexp.registry import ConfigError
 
 MODES = ("online", "offline", "disabled")
+ALIASES = {"dryrun": "offline", "run": "online"}  # older names that W&B still accepts for WANDB_MODE
 
 
 def api_key_configured() -> bool:
@@ -27,9 +29,17 @@ def api_key_configured() -> bool:
 
 def resolve_mode(mode: str | None) -> str:
     """Explicit ``logger.mode``, else ``WANDB_MODE``, else online with an API key, else offline."""
-    mode = mode or os.environ.get("WANDB_MODE") or ("online" if api_key_configured() else "offline")
+    if mode is not None:
+        source = f"logger.mode={mode!r}"
+    elif os.environ.get("WANDB_MODE"):
+        mode = os.environ["WANDB_MODE"]
+        source = f"the environment variable WANDB_MODE={mode!r}"
+    else:
+        return "online" if api_key_configured() else "offline"
+    mode = ALIASES.get(mode, mode)
     if mode not in MODES:
-        raise ConfigError(f"logger.mode={mode!r}; choose one of: {', '.join(MODES)}.")
+        raise ConfigError(f"{source}; choose one of: {', '.join(MODES)} (or W&B's aliases "
+                          f"{', '.join(f'{old} = {new}' for old, new in ALIASES.items())}).")
     return mode
 
 
@@ -42,16 +52,27 @@ class WandbRun(Logger):
     the exact continuation would only log again with the same values.
     """
 
+    name = "W&B"
+
     def __init__(self, *, run_dir: str | Path, config: Mapping, run_id: str, name: str, group: str, project: str,
-                 entity: str | None, tags: Sequence[str], mode: str | None, job_type: str = "train",
-                 resume: bool = False):
+                 entity: str | None, tags: Sequence[str], mode: str | None, init_timeout: float = 30.0,
+                 job_type: str = "train", resume: bool = False):
         import wandb  # imported here: W&B costs start-up time that logger=csv/none runs do not pay
 
-        self.run = wandb.init(
-            project=project, entity=entity, name=name, group=group, tags=list(tags), job_type=job_type,
-            config=dict(config), dir=str(run_dir), mode=resolve_mode(mode), reinit="finish_previous",
-            id=run_id, resume="allow" if resume else None,
-        )
+        mode = resolve_mode(mode)
+        options = dict(project=project, entity=entity, name=name, group=group, tags=list(tags), job_type=job_type,
+                       config=dict(config), dir=str(run_dir), reinit="finish_previous", id=run_id,
+                       resume="allow" if resume else None)
+        try:
+            self.run = wandb.init(**options, mode=mode, settings=wandb.Settings(init_timeout=init_timeout))
+        except Exception as err:  # noqa: BLE001  (no server, no network, a refused key: train offline instead)
+            if mode != "online":
+                raise
+            print(f"rlexp: W&B could not start online within logger.init_timeout={init_timeout:g} s "
+                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); logging offline "
+                  f"instead (upload later: wandb sync {run_dir}/wandb/offline-run-*)", file=sys.stderr)
+            wandb.teardown()  # the service still holds the run id that the online attempt registered
+            self.run = wandb.init(**options, mode="offline")
         self.run.define_metric("frames")
         self.run.define_metric("*", step_metric="frames")
 
@@ -65,3 +86,13 @@ class WandbRun(Logger):
 
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)
+
+    def abandon(self) -> None:
+        """Forget the W&B service (dead or unreachable), so that the process does not wait for it or print its
+        traceback at exit; what the service had not written yet is lost, the run folder's files are not."""
+        import wandb
+
+        try:
+            wandb.teardown()  # unregisters W&B's exit hook first, then fails to reach the service
+        except (Exception, SystemExit):  # noqa: BLE001  (W&B exits with the service's error code)
+            pass

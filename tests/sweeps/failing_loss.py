@@ -1,4 +1,4 @@
-"""A loss that raises in its second training iteration, after the job's W&B run has started and logged once.
+"""Losses that fail in their second training iteration, after the job's W&B run has started and logged once.
 
 Loaded by multirun tests through ``imports=[failing_loss]`` to crash one job deliberately.
 """
@@ -21,3 +21,19 @@ class FailingPPOLoss(PPOLoss):
         if self.calls == self.fail_at_call:
             raise RuntimeError("failing_ppo: deliberate test failure")
         return super().forward(tensordict)
+
+
+@losses.register("nan_ppo")
+class NaNPPOLoss(PPOLoss):
+    """PPOLoss whose objective is NaN from forward call ``nan_at_call`` on (a diverging run: exit code 3)."""
+
+    def __init__(self, actor_network, critic_network, *, nan_at_call: int = 17, **kwargs):
+        super().__init__(actor_network, critic_network, **kwargs)
+        self.nan_at_call, self.calls = nan_at_call, 0
+
+    def forward(self, tensordict):
+        self.calls += 1
+        out = super().forward(tensordict)
+        if self.calls >= self.nan_at_call:
+            out["loss_objective"] = out["loss_objective"] * float("nan")
+        return out

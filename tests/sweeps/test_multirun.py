@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from support import read_wandb_runs, run_multirun
+from support import LAUNCHERS, read_wandb_runs, run_multirun
 
 SWEEPS = Path(__file__).parent
 BUDGET = ["collector.total_frames=2048", "collector.frames_per_batch=1024", "env.num_envs=4", "eval.episodes=2"]
-LAUNCHERS = {  # name: (launcher overrides, plugin module)
-    "basic": ([], None),
-    "joblib": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "hydra_plugins.hydra_joblib_launcher"),
-    "submitit_local": (["hydra/launcher=submitit_local"], "hydra_plugins.hydra_submitit_launcher"),
-}
 JOBS = list(itertools.product(["failing_ppo", "ppo"], [0, 1]))  # (loss.name, seed) in Hydra's job order
 
 
