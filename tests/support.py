@@ -1,7 +1,9 @@
-"""Test helpers: compose rlexp's Hydra config in-process, run the CLI, read W&B offline runs back."""
+"""Test helpers: compose rlexp's Hydra config in-process, run the CLI, read W&B offline runs back,
+require Hydra plugins."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -10,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 import rlexp.__main__  # noqa: F401  (registers the config's rlexp_root resolver)
@@ -49,6 +52,17 @@ def run_multirun(sweep_dir: Path, *overrides: str, pythonpath: Path | None = Non
     return subprocess.run([sys.executable, "-m", "rlexp", "-m", f"hydra.sweep.dir={sweep_dir}", *overrides],
                           capture_output=True, text=True, env=cli_env(sweep_dir.parent, pythonpath), timeout=600,
                           cwd=sweep_dir.parent)
+
+
+def require_plugin(module: str) -> None:
+    """Skip the test when the Hydra plugin ``module`` is not installed, and fail it in CI (``CI=true``), which
+    installs the sweep extra: there a missing plugin is a broken install, not an optional feature."""
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and the Hydra plugin {module} is missing (install the sweep extra): {err}")
+        pytest.skip(f"the Hydra plugin {module} is not installed (the sweep extra)")
 
 
 def read_wandb_runs(run_dir: Path) -> list[list[dict]]:

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -10,6 +11,8 @@ from rlexp.registry import losses, policies, value_estimators
 import rlexp.envs, rlexp.objectives, rlexp.objectives.value, rlexp.policies  # noqa: E401,F401  (registries)
 from rlexp.collector import Collector
 from rlexp.envs import build_env
+
+pytestmark = pytest.mark.e2e  # every test here runs python -m rlexp in a subprocess
 
 OVERRIDES = ["collector.total_frames=4096", "collector.frames_per_batch=1024", "env.num_envs=8",
              "eval.interval=2048", "eval.episodes=2", "seed=1"]

@@ -200,6 +200,7 @@ run.finish()
 """
 
 
+@pytest.mark.e2e
 def test_run_without_metrics_file_is_read_from_its_wandb_offline_run(tmp_path):
     run_dir = write_run(tmp_path / "job", ["loss=w", "seed=0"], 0, None)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
@@ -254,6 +255,7 @@ def test_cli_writes_a_png_curve_figure(sweep, tmp_path, capsys):
         assert struct.unpack(">II", data[16:24]) == (770, 462)  # 7 x 4.2 inches at 110 dpi
 
 
+@pytest.mark.e2e
 def test_module_prints_markdown_without_importing_matplotlib(sweep):
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "rlexp.compare", str(sweep), "--markdown"],
                             capture_output=True, text=True, timeout=60)

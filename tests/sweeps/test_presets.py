@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from support import ROOT
+from support import ROOT, require_plugin
 
 
 def compose_with_hydra(*overrides: str):
@@ -15,7 +15,7 @@ def compose_with_hydra(*overrides: str):
 
 
 def test_slurm_preset_is_a_valid_submitit_slurm_config():
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    require_plugin("hydra_plugins.hydra_submitit_launcher")
     launcher = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=cpu").hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.cpus_per_task, launcher.max_num_timeout) == ("cpu", 2, 0)
@@ -30,3 +30,13 @@ def test_loss_comparison_is_four_losses_times_three_seeds_on_cartpole():
     assert {(c.loss.name, c.seed) for c in configs} == set(itertools.product(
         ["ppo", "clip_ppo", "klpen_ppo", "grpo"], [0, 1, 2]))
     assert {(c.experiment, c.env.id) for c in configs} == {("loss_comparison", "CartPole-v1")}
+
+
+def test_a_missing_plugin_skips_the_test_locally_and_fails_it_in_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="hydra_plugins.no_such_launcher"):
+        require_plugin("hydra_plugins.no_such_launcher")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and the Hydra plugin hydra_plugins.no_such_launcher"):
+        require_plugin("hydra_plugins.no_such_launcher")
+    require_plugin("hydra_plugins.hydra_joblib_launcher")  # installed: neither
