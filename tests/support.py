@@ -1,5 +1,5 @@
-"""Test helpers: compose rlexp's Hydra config in-process, run the CLI, read W&B offline runs back,
-require Hydra plugins."""
+"""Test helpers: run the CLI, read W&B offline runs back, require Hydra plugins; ``compose_config`` and ``ROOT``
+come from rlexp.config."""
 
 from __future__ import annotations
 
@@ -13,16 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-import rlexp.__main__  # noqa: F401  (registers the config's rlexp_root resolver)
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+from rlexp.config import ROOT, compose_config  # noqa: F401  (the tests compose through support)
 
 
 def cli_env(folder: Path, pythonpath: Path | None = None) -> dict[str, str]:
