@@ -19,7 +19,7 @@ from rlexp.compare import (bootstrap_ci, config_key, config_labels, first_reache
                            summarize)
 from rlexp.compare.__main__ import main
 from rlexp.compare.runs import find_run_dirs
-from rlexp.compare.summary import group_runs
+from rlexp.compare.stats import group_runs
 
 THRESHOLD = 300.0
 EVAL_SHAPE = (0.25, 0.5, 1.25, 1.0)  # eval returns at frames 1000..4000 as multiples of the final return
