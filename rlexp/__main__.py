@@ -20,25 +20,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import rlexp.config  # noqa: F401  (registers the config schema with Hydra's ConfigStore)
+import rlexp.config
 import rlexp.sweep
 from rlexp.checkpoint import CheckpointError, CheckpointWriteError, held_run_folder, latest_resumable, run_folder
 from rlexp.registry import ConfigError
 from rlexp.signals import Interrupted, stop_on_signals
 from rlexp.sweep import FailedJob
 
-ROOT = Path(__file__).resolve().parent.parent
 # overrides a resume accepts: none changes the numbers, except device (CPU and CUDA round differently)
 SAFE_ON_RESUME = ("collector.total_frames", "checkpoint.interval", "checkpoint.keep", "eval.video", "eval.video_every",
                   "device")
-# conf/config.yaml adds experiments/ to Hydra's search path through this resolver, so presets
-# load as +experiment=<name> wherever the command is launched from.
-OmegaConf.register_new_resolver("rlexp_root", lambda: str(ROOT), replace=True)
-# resume=<run or checkpoint> continues in that run's folder, leaving its .hydra/ record as it was.
-OmegaConf.register_new_resolver(
-    "rlexp_run_dir", lambda resume, new: str(run_folder(resume)) if resume and Path(resume).exists() else new,
-    replace=True)
-OmegaConf.register_new_resolver("rlexp_output_subdir", lambda resume: None if resume else ".hydra", replace=True)
 
 
 def main() -> None:
@@ -54,7 +45,9 @@ def main() -> None:
         sys.exit(1)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# The command line composes the same config as rlexp.config.compose_config, through Hydra's entry point
+# (which adds multirun, launchers and sweepers).
+@hydra.main(version_base="1.3", config_path=str(rlexp.config.CONF_DIR), config_name="config")
 def task(cfg: DictConfig) -> float | FailedJob:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:

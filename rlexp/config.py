@@ -1,4 +1,6 @@
-"""The root config's schema: Hydra checks the types of the trainer's own keys against it.
+"""The root config: its schema, the resolvers it uses, and ``compose_config``, which composes it in-process.
+
+The schema lets Hydra check the types of the trainer's own keys.
 
 Registered in Hydra's ConfigStore as ``rlexp_schema`` and listed first in ``conf/config.yaml``'s
 defaults, so ``optim.lr=fast`` or ``seed=abc`` fail in Hydra, before anything is built.
@@ -16,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+ROOT = Path(__file__).resolve().parent.parent  # the source checkout: conf/ and experiments/ live beside rlexp/
+CONF_DIR = ROOT / "conf"
 GROUPS = ("env", "policy", "value_estimator", "loss", "replay_transform", "logger")
 
 
@@ -92,8 +97,31 @@ def schema():
 ConfigStore.instance().store(name="rlexp_schema", node=schema())
 
 
+def _run_dir(resume: str | None, new: str) -> str:
+    from rlexp.checkpoint import run_folder  # imports torch; only a resumed run needs it
+
+    return str(run_folder(resume)) if resume and Path(resume).exists() else new
+
+
+# conf/config.yaml adds experiments/ to Hydra's search path through rlexp_root, so presets load as
+# +experiment=<name> wherever the command is launched from. resume=<run or checkpoint> continues in that
+# run's folder (rlexp_run_dir), leaving its .hydra/ record as it was (rlexp_output_subdir).
+OmegaConf.register_new_resolver("rlexp_root", lambda: str(ROOT), replace=True)
+OmegaConf.register_new_resolver("rlexp_run_dir", _run_dir, replace=True)
+OmegaConf.register_new_resolver("rlexp_output_subdir", lambda resume: None if resume else ".hydra", replace=True)
+
+
+def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:
+    """The config ``python -m rlexp <overrides>`` runs with, composed in-process by Hydra's compose API.
+
+    ``hydra=True`` keeps Hydra's own node (launcher, sweeper, run folder) under the ``hydra`` key.
+    """
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+
+
 # Where group options live: conf/<group>/<option>.yaml, and presets under experiments/.
-CONFIG_DIRS = (Path(__file__).resolve().parent.parent / "conf", Path(__file__).resolve().parent.parent / "experiments")
+CONFIG_DIRS = (CONF_DIR, ROOT / "experiments")
 SETTING_GROUPS = (*GROUPS, "tuned")
 
 

@@ -22,7 +22,6 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, seed: int
 
     With ``video`` the first episode is recorded into the run folder's ``videos/`` (its path is printed).
     """
-    import rlexp.policies  # noqa: F401  (registers the built-in policies)
     from rlexp.checkpoint import latest_resumable, load_checkpoint, run_folder
     from rlexp.collector import evaluate
     from rlexp.envs import Normalizer, build_env

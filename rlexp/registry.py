@@ -1,18 +1,22 @@
 """Name -> builder registries, one per config group.
 
 A config group file selects an entry with ``name:``; its other keys are the builder's keyword
-arguments. Users add entries from their own modules (listed under the top-level ``imports:``
-config key) without editing rlexp::
+arguments. Every entry, rlexp's own and users', is registered the same way, by decorating its
+builder where it is defined; users list their modules under the top-level ``imports:`` config key::
 
     from rlexp.registry import losses
 
     @losses.register("my_loss")
     class MyLoss(LossModule): ...
+
+A registry imports the package that defines its built-in entries on first use, so
+``losses.get("clip_ppo")`` works in a fresh interpreter without importing ``rlexp.objectives`` first.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 import traceback
 from collections.abc import Callable, Mapping
@@ -26,16 +30,29 @@ class ConfigError(ValueError):
 
 
 class Registry:
-    """Maps names to builders (classes or functions) for one config group."""
+    """Maps names to builders (classes or functions) for one config group.
 
-    def __init__(self, group: str):
+    ``builtins`` names the module whose import registers rlexp's own entries; it is imported before the
+    registry is first read or written, so a user's entry can never shadow a built-in one unnoticed.
+    """
+
+    def __init__(self, group: str, builtins: str | None = None):
         self.group = group
+        self._builtins: str | None = builtins
         self._builders: dict[str, Callable[..., Any]] = {}
+
+    def _load_builtins(self) -> None:
+        if self._builtins is not None:
+            # While the module is being imported its own registrations come back here and find it in
+            # sys.modules, so this does not recurse.
+            importlib.import_module(self._builtins)
+            self._builtins = None
 
     def register(self, name: str, builder: Callable[..., Any] | None = None):
         """Register ``builder`` under ``name``; usable as a decorator when ``builder`` is omitted."""
 
         def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self._load_builtins()
             if name in self._builders and self._builders[name] is not fn:
                 raise ConfigError(f"{self.group} '{name}' is already registered to {self._builders[name]!r}")
             self._builders[name] = fn
@@ -44,12 +61,15 @@ class Registry:
         return add if builder is None else add(builder)
 
     def names(self) -> list[str]:
+        self._load_builtins()
         return sorted(self._builders)
 
     def __contains__(self, name: str) -> bool:
+        self._load_builtins()
         return name in self._builders
 
     def get(self, name: str) -> Callable[..., Any]:
+        self._load_builtins()
         if name not in self._builders:
             raise ConfigError(
                 f"Unknown {self.group} '{name}'. Registered {self.group} entries: {', '.join(self.names())}. "
@@ -112,9 +132,9 @@ def check_kwargs(what: str, builder: Callable[..., Any], kwargs: Mapping[str, An
         )
 
 
-envs = Registry("envs")
-policies = Registry("policies")
-losses = Registry("losses")
-value_estimators = Registry("value_estimators")
-replay_transforms = Registry("replay_transforms")
-loggers = Registry("loggers")
+envs = Registry("envs", builtins="rlexp.envs")
+policies = Registry("policies", builtins="rlexp.policies")
+losses = Registry("losses", builtins="rlexp.objectives")
+value_estimators = Registry("value_estimators", builtins="rlexp.objectives.value")
+replay_transforms = Registry("replay_transforms", builtins="rlexp.data")
+loggers = Registry("loggers", builtins="rlexp.loggers")

@@ -25,11 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict
 from tqdm import tqdm
 
-import rlexp.data  # noqa: F401  (registers the built-in replay transforms)
-import rlexp.envs  # noqa: F401  (registers the built-in envs)
-import rlexp.objectives  # noqa: F401  (registers the built-in losses)
-import rlexp.objectives.value  # noqa: F401  (registers the built-in value estimators)
-import rlexp.policies  # noqa: F401  (registers the built-in policies)
 from rlexp.checkpoint import FINAL, PERIODIC_DIR, PeriodicCheckpoints, rng_states, save_checkpoint, set_rng_states
 from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
 from rlexp.envs import EnvFault, build_env

@@ -1,7 +1,9 @@
-"""Test helpers: compose rlexp's Hydra config in-process, run the CLI, read W&B offline runs back."""
+"""Test helpers: run the CLI, read W&B offline runs back, require Hydra plugins; ``compose_config`` and ``ROOT``
+come from rlexp.config."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -10,21 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+import pytest
 
-import rlexp.__main__  # noqa: F401  (registers the config's rlexp_root resolver)
+from rlexp.config import ROOT, compose_config  # noqa: F401  (the tests compose through support)
 
-ROOT = Path(__file__).resolve().parent.parent
 LAUNCHERS = {  # Hydra launchers the sweep tests run under: name: (launcher overrides, plugin module)
     "basic": ([], None),
     "joblib": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "hydra_plugins.hydra_joblib_launcher"),
     "submitit_local": (["hydra/launcher=submitit_local"], "hydra_plugins.hydra_submitit_launcher"),
 }
-
-
-def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def cli_env(folder: Path, pythonpath: Path | None = None) -> dict[str, str]:
@@ -54,6 +50,17 @@ def run_multirun(sweep_dir: Path, *overrides: str, pythonpath: Path | None = Non
     return subprocess.run([sys.executable, "-m", "rlexp", "-m", f"hydra.sweep.dir={sweep_dir}", *overrides],
                           capture_output=True, text=True, env=cli_env(sweep_dir.parent, pythonpath), timeout=600,
                           cwd=sweep_dir.parent)
+
+
+def require_plugin(module: str) -> None:
+    """Skip the test when the Hydra plugin ``module`` is not installed, and fail it in CI (``CI=true``), which
+    installs the sweep extra: there a missing plugin is a broken install, not an optional feature."""
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and the Hydra plugin {module} is missing (install the sweep extra): {err}")
+        pytest.skip(f"the Hydra plugin {module} is not installed (the sweep extra)")
 
 
 def read_wandb_runs(run_dir: Path) -> list[list[dict]]:

@@ -5,7 +5,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from support import ROOT, compose_config
@@ -27,8 +26,7 @@ def readme_rows() -> list[tuple[str, list[str], list[str]]]:
 def reported_error(overrides: list[str], run_dir: Path) -> str:
     """What ``python -m rlexp <overrides>`` reports, run in-process: Hydra's message or rlexp's ConfigError."""
     try:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        cfg = compose_config(*overrides, hydra=True)
     except Exception as err:  # noqa: BLE001  (Hydra prints the exception and its cause)
         return f"{err}\n{err.__cause__}"
     with open_dict(cfg):

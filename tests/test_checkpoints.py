@@ -89,6 +89,7 @@ def test_on_nan_skip_drops_the_bad_updates_and_counts_them(tmp_path):
     assert all(torch.isfinite(value).all() for value in saved["actor"].values())
 
 
+@pytest.mark.e2e
 def test_evaluate_reads_everything_from_the_checkpoint(tmp_path):
     train(compose_config(*SMALL), tmp_path, make_logger=Logger)
     returns = evaluate_checkpoint(tmp_path, episodes=3, seed=5)

@@ -2,14 +2,18 @@
 
 import json
 
+import pytest
 import torch
 import yaml
 
-from support import read_wandb_run, run_cli
+from omegaconf import OmegaConf
+
+from support import compose_config, read_wandb_run, run_cli
 from rlexp.registry import losses, policies, value_estimators
-import rlexp.envs, rlexp.objectives, rlexp.objectives.value, rlexp.policies  # noqa: E401,F401  (registries)
 from rlexp.collector import Collector
 from rlexp.envs import build_env
+
+pytestmark = pytest.mark.e2e  # every test here runs python -m rlexp in a subprocess
 
 OVERRIDES = ["collector.total_frames=4096", "collector.frames_per_batch=1024", "env.num_envs=8",
              "eval.interval=2048", "eval.episodes=2", "seed=1"]
@@ -34,6 +38,7 @@ def test_short_run_writes_config_metrics_checkpoint_and_wandb_run(run_dir):
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["loss"]["name"] == "clip_ppo" and config["collector"]["total_frames"] == 4096
+    assert config == OmegaConf.to_container(compose_config(*OVERRIDES), resolve=True)  # one composition
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["frames"] for r in records] == [1024, 2048, 3072, 4096]

@@ -93,6 +93,7 @@ def test_gaussian_actions_are_stored_and_scored_unclipped():
     assert not torch.allclose(rollout["action_log_prob"], clipped)
 
 
+@pytest.mark.e2e
 def test_tuned_file_is_printed_recorded_and_loses_to_the_command_line(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(run_dir, "env=pendulum", "logger=csv", "collector.total_frames=2048", "optim.lr=0.0003",
@@ -140,6 +141,7 @@ def test_a_short_hopper_run_trains_and_resumes_bit_identically(tmp_path):
         assert torch.equal(final["loss"][key], value), key
 
 
+@pytest.mark.e2e
 def test_missing_mujoco_is_one_line_and_exit_2(tmp_path):
     code = ("import runpy, sys; sys.modules['mujoco'] = None; "  # as if the package were not installed
             f"sys.argv = ['rlexp', 'env=hopper', 'hydra.run.dir={tmp_path / 'run'}']; "

@@ -30,6 +30,7 @@ def test_non_finite_env_output_stops_at_collection_naming_env_entry_and_step(tmp
     assert all(torch.isfinite(value).all() for value in saved["actor"].values())
 
 
+@pytest.mark.e2e
 def test_env_fault_exits_3_on_the_command_line(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(run_dir, "imports=[faulty_envs]", *SMALL[1:], "+env.kwargs={nan_at: 5, nan_entry: reward}",

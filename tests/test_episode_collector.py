@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-import rlexp.policies  # noqa: F401
 from rlexp.collector import MASK, EpisodeCollector
 from rlexp.envs.gym import make_gym_env
 from rlexp.registry import policies

@@ -1,3 +1,7 @@
+import subprocess
+import sys
+import types
+
 import pytest
 
 from rlexp.registry import ConfigError, Registry
@@ -82,3 +86,39 @@ def test_omegaconf_config_reaches_the_builder_as_plain_python():
     registry.register("echo", lambda **kw: kw)
     built = registry.build(OmegaConf.create({"name": "echo", "dims": [1, 2], "nested": {"a": 1}}))
     assert built == {"dims": [1, 2], "nested": {"a": 1}} and type(built["dims"]) is list
+
+
+@pytest.fixture
+def builtins_module(tmp_path, monkeypatch):
+    """A registry whose built-ins live in a module not yet imported, as rlexp's own do before first use."""
+    registry = Registry("losses", builtins="fake_builtins")
+    (tmp_path / "fake_builtins.py").write_text(
+        "import fake_registry\n\n\n@fake_registry.REGISTRY.register('builtin')\ndef builtin():\n    return 'built-in'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "fake_registry", types.SimpleNamespace(REGISTRY=registry))
+    monkeypatch.delitem(sys.modules, "fake_builtins", raising=False)
+    return registry
+
+
+def test_built_ins_are_imported_on_first_lookup(builtins_module):
+    assert "fake_builtins" not in sys.modules
+    assert builtins_module.get("builtin")() == "built-in" and "fake_builtins" in sys.modules
+    assert builtins_module.names() == ["builtin"]
+
+
+def test_a_user_entry_cannot_take_a_built_in_name_before_the_built_ins_are_loaded(builtins_module):
+    with pytest.raises(ConfigError, match="'builtin' is already registered"):
+        builtins_module.register("builtin", lambda: "mine")
+
+
+@pytest.mark.e2e
+def test_every_registry_lists_its_built_ins_in_a_fresh_interpreter():
+    script = ("from rlexp.registry import envs, loggers, losses, policies, replay_transforms, value_estimators\n"
+              "losses.get('clip_ppo')\n"
+              "for registry in (envs, policies, losses, value_estimators, replay_transforms, loggers):\n"
+              "    print(registry.group, *registry.names())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.splitlines() == [
+        "envs gym", "policies gru mlp", "losses clip_ppo grpo klpen_ppo ppo",
+        "value_estimators gae group_relative td0 td1 td_lambda", "replay_transforms multistep none",
+        "loggers csv none wandb"]

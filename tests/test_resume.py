@@ -33,6 +33,7 @@ def wandb_history(records: list[dict]) -> list[dict]:
     return without_timing([record["history"]["item"] for record in records if record["type"] == "history"])
 
 
+@pytest.mark.e2e
 def test_sigkill_right_after_a_checkpoint_then_resume_is_bit_identical(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_cli(whole, *ARGS).returncode == 0
@@ -126,6 +127,7 @@ def test_foreign_files_and_non_resumable_checkpoints_are_refused(tmp_path):
         latest_resumable(tmp_path)
 
 
+@pytest.mark.e2e
 def test_resume_accepts_a_longer_budget_and_refuses_other_overrides(periodic_run, tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()

@@ -3,7 +3,6 @@ import re
 import pytest
 
 from support import compose_config
-import rlexp.objectives  # noqa: F401  (registers the built-in losses)
 from rlexp.registry import ConfigError, losses
 from rlexp.validation import validate_config
 

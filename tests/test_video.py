@@ -50,6 +50,7 @@ def eval_lengths(run_dir: Path) -> dict[int, int]:
     return {row["frames"]: row["eval/episode_length"] for row in rows if "eval/episode_length" in row}
 
 
+@pytest.mark.e2e
 def test_short_run_records_the_first_evaluation_episode_as_mp4_and_in_wandb(run_dir):
     # 4 evaluations (1024 ... 4096 frames); video_every=2 records the 1st, the 3rd and the final one.
     result = run_cli(run_dir, "collector.total_frames=4096", "collector.frames_per_batch=1024", "env.num_envs=4",
@@ -101,6 +102,7 @@ def test_recording_changes_no_training_or_evaluation_number(tmp_path):
     assert video_state["eval_env"]["vector_env"] is not None
 
 
+@pytest.mark.e2e
 def test_videos_may_be_switched_on_when_resuming_a_checkpoint_from_before_they_existed(run_dir):
     run_dir.mkdir()
     train(compose_config("logger=csv", "collector.total_frames=2048", "collector.frames_per_batch=1024",
@@ -117,6 +119,7 @@ def test_videos_may_be_switched_on_when_resuming_a_checkpoint_from_before_they_e
     assert [p.name for p in (run_dir / "videos").iterdir()] == ["eval_000000004096.mp4"]
 
 
+@pytest.mark.e2e
 def test_evaluate_writes_one_video_for_a_checkpoint(tmp_path):
     train(compose_config("logger=none", "collector.total_frames=2048", "collector.frames_per_batch=1024",
                          "env.num_envs=4", "eval.episodes=1"), tmp_path, make_logger=Logger)
@@ -158,6 +161,7 @@ def test_missing_video_packages_are_named_before_training(monkeypatch, tmp_path)
         train(compose_config("eval.video=true", "env=pendulum"), tmp_path, make_logger=Logger)
 
 
+@pytest.mark.e2e
 def test_without_video_nothing_for_it_is_imported(tmp_path):
     script = f"""
 import sys
@@ -176,6 +180,7 @@ print(sorted(module for module in ("imageio", "imageio_ffmpeg", "pygame") if mod
     assert result.stdout.splitlines()[-1] == "[]"
 
 
+@pytest.mark.e2e
 def test_mujoco_records_headless_with_the_default_gl_backend(run_dir):
     pytest.importorskip("mujoco")  # not an rlexp dependency
     env = {k: v for k, v in cli_env(run_dir.parent).items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY")}

@@ -13,7 +13,6 @@ import resource
 
 import torch
 
-import rlexp.policies  # noqa: F401
 from rlexp.collector import Collector
 from rlexp.data import LazyTensorStorage, ReplayBuffer
 from rlexp.envs.gym import make_gym_env

@@ -12,20 +12,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-import rlexp.__main__  # noqa: F401  (registers the config's rlexp_root resolver)
+from rlexp.config import compose_config
 from rlexp.loggers import Logger
 from rlexp.trainer import train
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-
 
 def frames_per_second(policy: str, frames: int, overrides: list[str]) -> float:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            f"policy={policy}", "env=cartpole_masked", "logger=none", f"collector.total_frames={frames}",
-            f"eval.interval={10 * frames}", "eval.episodes=1", *overrides])
+    cfg = compose_config(f"policy={policy}", "env=cartpole_masked", "logger=none", f"collector.total_frames={frames}",
+                         f"eval.interval={10 * frames}", "eval.episodes=1", *overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         result = train(cfg, Path(run_dir), make_logger=Logger)
     return result["frames"] / result["train/seconds"]

@@ -4,11 +4,9 @@ Per configuration (a run's overrides minus ``seed``): seeds, final and best eval
 bootstrap confidence intervals, IQM, frames and wall time to a return threshold, FPS; learning curves.
 """
 
-from rlexp.compare.configs import config_key, config_labels
-from rlexp.compare.curves import Curve, learning_curve
-from rlexp.compare.runs import Run, load_runs
-from rlexp.compare.stats import bootstrap_ci, first_reached, iqm
-from rlexp.compare.summary import Estimate, Summary, group_runs, summarize
+from rlexp.compare.runs import Run, config_key, config_labels, load_runs
+from rlexp.compare.stats import (Curve, Estimate, Summary, bootstrap_ci, first_reached, group_runs, iqm, learning_curve,
+                                 summarize)
 
 __all__ = ["Curve", "Estimate", "Run", "Summary", "bootstrap_ci", "config_key", "config_labels", "first_reached",
            "group_runs", "iqm", "learning_curve", "load_runs", "summarize"]

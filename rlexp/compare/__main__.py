@@ -7,11 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlexp.compare.configs import config_labels
-from rlexp.compare.curves import AXES, learning_curve
-from rlexp.compare.runs import load_runs
-from rlexp.compare.summary import group_runs, summarize
-from rlexp.compare.table import render_markdown, render_text, write_csv
+from rlexp.compare.render import plot_curves, render_markdown, render_text, write_csv
+from rlexp.compare.runs import config_labels, load_runs
+from rlexp.compare.stats import AXES, group_runs, learning_curve, summarize
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -56,8 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with args.csv.open("w", newline="") as file:
             write_csv(summaries, labels, file)
     if args.plot is not None:
-        from rlexp.compare.plot import plot_curves
-
         curves = [learning_curve(group, args.x) for group in groups.values()]
         plot_curves(curves, labels, args.plot, axis=args.x, threshold=args.threshold)
     return 0

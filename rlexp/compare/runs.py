@@ -1,24 +1,30 @@
-"""Find rlexp runs under folders and load their evaluation histories."""
+"""Find rlexp runs under folders, load their evaluation histories and name their configurations.
+
+A run's configuration is its Hydra overrides minus the seed and the overrides that do not change
+training; runs with the same configuration are the seeds of one row of the comparison.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from rlexp.compare.configs import config_key
-from rlexp.compare.wandb_history import read_wandb_history
 from rlexp.loggers.base import METRICS_FILE
 
 EVAL_RETURN = "eval/episode_return"
 SECONDS = "train/seconds"
 WANDB_RUN_FILES = "wandb/offline-run-*/run-*.wandb"
+# Top-level names whose overrides do not make another configuration: the seed, Hydra's own settings
+# (launcher, job, sweep dirs) and the logger (where metrics go, not what is trained).
+NOISE = frozenset({"seed", "hydra", "logger"})
 
 
 @dataclass(frozen=True)
@@ -120,3 +126,39 @@ def expected_frames(config: DictConfig) -> int | None:
     if isinstance(total, int) and isinstance(batch, int) and batch > 0:
         return total // batch * batch
     return None
+
+
+def read_wandb_history(path: Path) -> list[dict]:
+    """The ``history`` items of the W&B offline run file ``run-*.wandb``, in logging order, read with wandb's
+    own reader (``wandb leet inspect --json``), no network.
+
+    Raises ``subprocess.CalledProcessError`` (with wandb's stderr) if the reader fails.
+    """
+    result = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", str(path), "--json"],
+                            capture_output=True, text=True, check=True)
+    records = (json.loads(line) for line in result.stdout.splitlines() if line.strip())
+    return [record["history"]["item"] for record in records if record.get("type") == "history"]
+
+
+def override_group(override: str) -> str:
+    """The top-level name an override sets: ``+loss.clip_epsilon=0.1`` -> ``loss``, ``hydra/launcher=x`` -> ``hydra``."""
+    name = override.split("=", 1)[0].lstrip("+~")
+    return re.split(r"[./]", name, maxsplit=1)[0]
+
+
+def config_key(overrides: Iterable[str], experiment: str) -> tuple[str, ...]:
+    """The sorted overrides minus noise; ``(experiment,)`` for a run without any."""
+    kept = tuple(sorted(o for o in overrides if override_group(o) not in NOISE))
+    return kept or (str(experiment),)
+
+
+def config_labels(keys: Sequence[tuple[str, ...]]) -> tuple[list[str], tuple[str, ...]]:
+    """Short labels (each key minus the overrides all keys share) and the shared overrides.
+
+    Nothing is dropped when that would leave a key with an empty label.
+    """
+    common = set.intersection(*(set(key) for key in keys)) if len(keys) > 1 else set()
+    if any(not set(key) - common for key in keys):
+        common = set()
+    labels = [",".join(o for o in key if o not in common) for key in keys]
+    return labels, tuple(sorted(common))

@@ -1,8 +1,14 @@
-"""Estimators across seeds: percentile-bootstrap confidence interval of the mean, IQM, first threshold crossing."""
+"""Estimators across seeds (percentile-bootstrap confidence interval of the mean, IQM, first threshold crossing),
+and what the comparison applies them to: one summary row per configuration and its learning curve."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
+
+from rlexp.compare.runs import Run
 
 RESAMPLES = 10_000
 SEED = 0
@@ -44,3 +50,96 @@ def first_reached(x: np.ndarray, values: np.ndarray, threshold: float) -> float:
     """The first ``x`` at which ``values >= threshold``; ``inf`` if never."""
     hits = np.flatnonzero(np.asarray(values) >= threshold)
     return float(np.asarray(x)[hits[0]]) if hits.size else float("inf")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean across seeds with its 95% bootstrap interval (NaN bounds for a single seed)."""
+
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A configuration's statistics across its seeds.
+
+    ``frames_to_threshold`` and ``seconds_to_threshold`` are medians over all seeds, a seed that never
+    reaches the threshold counting as ``inf`` (so they are finite only if more than half reach it); NaN
+    and ``reached=None`` without a threshold. ``fps`` is the mean over seeds of frames / training seconds.
+    """
+
+    config: tuple[str, ...]
+    seeds: int
+    final: Estimate
+    best: Estimate
+    final_iqm: float
+    threshold: float | None
+    reached: int | None
+    frames_to_threshold: float
+    seconds_to_threshold: float
+    fps: float
+
+
+def group_runs(runs: Sequence[Run]) -> dict[tuple[str, ...], list[Run]]:
+    """Runs by configuration, in order of first appearance."""
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.config, []).append(run)
+    return groups
+
+
+def summarize(runs: Sequence[Run], threshold: float | None = None) -> list[Summary]:
+    """One ``Summary`` per configuration, in order of first appearance."""
+    return [summarize_config(config, group, threshold) for config, group in group_runs(runs).items()]
+
+
+def summarize_config(config: tuple[str, ...], runs: Sequence[Run], threshold: float | None) -> Summary:
+    final = np.array([run.eval_returns[-1] for run in runs])
+    best = np.array([run.eval_returns.max() for run in runs])
+    fps = np.mean(np.divide([run.frames for run in runs], [run.seconds for run in runs]))
+    reached, frames_to, seconds_to = None, np.nan, np.nan
+    if threshold is not None:
+        frames = [first_reached(run.eval_frames, run.eval_returns, threshold) for run in runs]
+        seconds = [first_reached(run.eval_seconds, run.eval_returns, threshold) for run in runs]
+        reached = int(np.isfinite(frames).sum())
+        frames_to, seconds_to = float(np.median(frames)), float(np.median(seconds))
+    return Summary(config=config, seeds=len(runs), final=estimate(final), best=estimate(best),
+                   final_iqm=iqm(final), threshold=threshold, reached=reached, frames_to_threshold=frames_to,
+                   seconds_to_threshold=seconds_to, fps=float(fps))
+
+
+def estimate(samples: np.ndarray) -> Estimate:
+    low, high = bootstrap_ci(samples)
+    return Estimate(float(np.mean(samples)), float(low), float(high))
+
+
+AXES = ("frames", "time")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Mean evaluation return across seeds and its 95% bootstrap band at each ``x``."""
+
+    x: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def learning_curve(runs: Sequence[Run], axis: str = "frames") -> Curve:
+    """Align ``runs`` on ``axis`` (frames or training seconds) and average them.
+
+    The grid is every evaluation x of the runs from the latest first evaluation on; each run is linearly
+    interpolated between its evaluations and holds its final return after its last one (runs that train
+    faster finish earlier in wall time).
+    """
+    if axis not in AXES:
+        raise ValueError(f"axis={axis!r}; choose one of {AXES}")
+    xs = [run.eval_frames if axis == "frames" else run.eval_seconds for run in runs]
+    grid = np.unique(np.concatenate(xs))
+    grid = grid[grid >= max(x[0] for x in xs)]
+    values = np.stack([np.interp(grid, x, run.eval_returns) for x, run in zip(xs, runs)])
+    low, high = bootstrap_ci(values)
+    return Curve(x=grid, mean=values.mean(axis=0), low=low, high=high)

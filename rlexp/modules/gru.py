@@ -1,4 +1,4 @@
-"""GRU policy block on tensordicts, with torchrl 0.14.1 ``GRUModule`` semantics (spec section 5).
+"""GRU policy block on tensordicts, with the key rules, shapes and recurrent mode of torchrl 0.14.1's ``GRUModule``.
 
 One module serves both rollouts and training. In step mode every tensordict element is one
 environment step. In recurrent mode (inside ``set_recurrent_mode(True)``, e.g. any loss forward)
@@ -64,7 +64,7 @@ class GRUModule(TensorDictModuleBase):
         raise RuntimeError("recurrent_mode is read-only: use set_recurrent_mode(...) or default_recurrent_mode.")
 
     def set_recurrent_mode(self, mode: bool | str = True) -> GRUModule:
-        """Removed in torchrl 0.14.1 (spec 5.2): always raises ``RuntimeError``."""
+        """Always raises ``RuntimeError``, as in torchrl 0.14.1: the mode is set by a context manager or at construction."""
         raise RuntimeError("GRUModule.set_recurrent_mode() was removed: wrap the call in the "
                            "rlexp.modules.set_recurrent_mode(mode) context manager, or build the module with "
                            "default_recurrent_mode=mode.")

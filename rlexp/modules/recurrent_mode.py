@@ -1,7 +1,7 @@
 """The recurrent-mode switch read by recurrent modules (torchrl's ``set_recurrent_mode``).
 
 Context-local: each thread and asyncio task sees its own innermost setting. Every loss forward
-runs in recurrent mode (spec 1.2), so a GRU inside a loss processes whole sequences.
+runs in recurrent mode, so a GRU inside a loss processes whole sequences.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """Run a tensordict module's networks on its tensors directly, without TensorDictModule's bookkeeping.
 
-At RL batch sizes a TensorDictModule call costs several times its network: tensordict 0.14 passes
-every output through ``TensorDict.from_any``, which looks for pandas on ``sys.path`` (~100 us per
-output), besides its key handling. ``module_calls`` reads a module's structure once (sequences of
-``TensorDictModule``, ``GRUModule`` and ``ProbabilisticTensorDictModule``) and returns calls that read
-and write the same keys, with the same numbers, in a dict or a TensorDict. It returns None for any
-other module, whose callers then use the module itself.
+At RL batch sizes a TensorDictModule call costs several times its network: tensordict passes every
+output through ``TensorDict.from_any`` besides its key handling. ``module_calls`` reads a module's
+structure once (sequences of ``TensorDictModule``, ``GRUModule`` and
+``ProbabilisticTensorDictModule``) and returns calls that read and write the same keys, with the same
+numbers, in a dict or a TensorDict. It accepts a module only when every part of it is plain: no
+forward hooks (``select_out_keys`` is one), every out key written (no ``"_"``, no selection), the
+default in-place writing, key lookup and sampling. For any other module it returns None, and callers
+use the module itself.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import weakref
 from collections.abc import Callable, MutableMapping
 
 import torch
+from torch import nn
+from torch.nn.modules import module as torch_module
 from tensordict import TensorDictBase
 from tensordict.nn import (InteractionType, ProbabilisticTensorDictModule, ProbabilisticTensorDictSequential,
                            TensorDictModule, TensorDictModuleBase, TensorDictSequential)
@@ -25,24 +29,51 @@ Call = Callable[[Data, bool], None]  # (data, deterministic): writes the module'
 
 
 def module_calls(module: TensorDictModuleBase, *, step: bool) -> list[Call] | None:
-    """Calls reproducing ``module``'s forward, or None if a part is not understood.
+    """Calls reproducing ``module``'s forward, or None if a part is not understood or not plain.
 
     ``step=True``: every element is one env step on a flat dict (a GRU steps once from the stored
     state). ``step=False``: the data is a TensorDict and a GRU runs its own forward (recurrent mode).
     """
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks or not _plain(module):
+        return None
     if isinstance(module, TensorDictSequential):
-        if getattr(module, "_selected_out_keys", None) or getattr(module, "partial_tolerant", False):
+        if module.partial_tolerant or module.inplace not in (None, True) or not _samples(module):
             return None
-        calls = [module_calls(sub, step=step) for sub in module.module]
+        calls = [module_calls(sub, step=step) for sub in children(module)]
         return None if any(c is None for c in calls) else [call for sub in calls for call in sub]
     if isinstance(module, GRUModule):
         return [_gru_step(module) if step else lambda data, deterministic: module(data)]
     if isinstance(module, ProbabilisticTensorDictModule):
         return _sampler(module)
     if type(module) is TensorDictModule and module._kwargs is None and not module.method_kwargs \
-            and getattr(module, "method", None) in (None, "forward") and module.inplace is True:
+            and module.method is None and module.inplace is True and not module.strict and not module._get_kwargs:
         return [_network(module)]
     return None
+
+
+def _plain(module: TensorDictModuleBase) -> bool:
+    """No hooks around the module's forward, and it writes every key it computes under its own name.
+
+    ``select_out_keys`` narrows ``out_keys`` below ``out_keys_source`` (on a ``TensorDictModule`` by a
+    forward hook, on a sequence by a flag); an out key ``"_"`` discards that output. A sampler's
+    ``out_keys`` are its sample keys (``out_keys_source``) plus its log-prob key.
+    """
+    selected = not isinstance(module, ProbabilisticTensorDictModule) \
+        and list(module.out_keys) != list(module.out_keys_source)
+    return not module._forward_hooks and not module._forward_pre_hooks and not selected \
+        and "_" not in module.out_keys
+
+
+def _samples(module: TensorDictSequential) -> bool:
+    """False for a probabilistic sequence that skips its sampler (its earlier modules write the sample)."""
+    return not isinstance(module, ProbabilisticTensorDictSequential) or module._requires_sample \
+        or not any(isinstance(sub, (ProbabilisticTensorDictModule, ProbabilisticTensorDictSequential))
+                   for sub in children(module))
+
+
+def children(module: TensorDictSequential) -> list[TensorDictModuleBase]:
+    """The modules of a sequence in call order, whether it holds a ``ModuleList`` or a ``ModuleDict``."""
+    return list(module.module.values() if isinstance(module.module, nn.ModuleDict) else module.module)
 
 
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -69,9 +100,10 @@ def get_dist(actor: TensorDictModuleBase, td: TensorDictBase) -> torch.distribut
     """``actor.get_dist(td)``: its parameter modules write into ``td``, its last module builds the distribution."""
     if not isinstance(actor, ProbabilisticTensorDictSequential) or cached_calls(actor) is None:
         return actor.get_dist(td)
-    for sub in actor.module[:-1]:
+    *params, sampler = children(actor)
+    for sub in params:
         call_module(sub, td)
-    return actor.module[-1].get_dist(td)
+    return sampler.get_dist(td)
 
 
 def _network(module: TensorDictModule) -> Call:
@@ -79,7 +111,12 @@ def _network(module: TensorDictModule) -> Call:
 
     def call(data: Data, deterministic: bool) -> None:
         out = network(*(data[key] for key in in_keys))
-        for key, value in zip(out_keys, out if isinstance(out, tuple) else (out,)):
+        if isinstance(out, (dict, TensorDictBase)) and all(key in out for key in out_keys):
+            out = tuple(out[key] for key in out_keys)  # a network returning its outputs by name
+        out = out if isinstance(out, tuple) else (out,)
+        if len(out) != len(out_keys):
+            raise RuntimeError(f"{len(out)} outputs for the {len(out_keys)} out_keys {out_keys} of {module}")
+        for key, value in zip(out_keys, out):
             data[key] = value
     return call
 
@@ -98,8 +135,9 @@ def _gru_step(module: GRUModule) -> Call:
 
 def _sampler(module: ProbabilisticTensorDictModule) -> list[Call] | None:
     """Sample the module's distribution from its parameters; write the sample and its log-prob."""
-    if len(module.dist_sample_keys) != 1 or module.num_samples is not None:
-        return None
+    if len(module.dist_sample_keys) != 1 or module.num_samples is not None \
+            or getattr(module, "_generator", None) is not None or getattr(module, "_generator_key", None) is not None:
+        return None  # several samples, or a generator of its own: left to the module
     param_keys = list(zip(module.dist_keys, module.in_keys))
     (sample_key,) = module.dist_sample_keys
     log_prob_key = module.log_prob_key if module.return_log_prob else None

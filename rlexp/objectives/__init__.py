@@ -6,11 +6,5 @@ from rlexp.objectives.grpo import GRPOLoss, ReferencePolicy, grpo
 from rlexp.objectives.klpen_ppo import KLPENPPOLoss
 from rlexp.objectives.ppo import PPOLoss
 from rlexp.objectives.value_types import ValueEstimators, default_value_kwargs
-from rlexp.registry import losses
-
-losses.register("ppo", PPOLoss)
-losses.register("clip_ppo", ClipPPOLoss)
-losses.register("klpen_ppo", KLPENPPOLoss)
-losses.register("grpo", grpo)
 
 __all__ = ["ClipPPOLoss", "GRPOLoss", "KLPENPPOLoss", "LossModule", "PPOLoss", "ReferencePolicy", "ValueEstimators", "add_random_module", "default_value_kwargs"]

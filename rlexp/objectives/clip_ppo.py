@@ -10,6 +10,7 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 
 from rlexp.objectives.ppo import PPOLoss
 from rlexp.objectives.signature import inherit_keywords
+from rlexp.registry import losses
 
 
 def effective_sample_size(log_weight: torch.Tensor) -> torch.Tensor:
@@ -31,6 +32,7 @@ def clip_epsilon_pair(clip_epsilon: float | Sequence[float]) -> tuple[float, flo
     return low, high
 
 
+@losses.register("clip_ppo")
 class ClipPPOLoss(PPOLoss):
     """Clipped PPO (Schulman et al. 2017). ``clip_epsilon`` is a float or ``(eps_low, eps_high)``.
 

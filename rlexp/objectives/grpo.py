@@ -21,7 +21,7 @@ from rlexp.objectives.reduction import REDUCTIONS, broadcast_mask, find_loss_mas
 from rlexp.objectives.signature import inherit_keywords
 from rlexp.objectives.value.base import _default_log_prob_key
 from rlexp.objectives.value.group_relative import GroupRelativeEstimator
-from rlexp.registry import ConfigError
+from rlexp.registry import ConfigError, losses
 
 AGGREGATIONS = ("token_mean", "prompt_mean", "none")
 # torchrl's LLM-only options: accepted and ignored without a warning.
@@ -208,6 +208,7 @@ class GRPOLoss(LossModule):
         return TensorDict(out, batch_size=torch.Size([]))
 
 
+@losses.register("grpo")
 @inherit_keywords(GRPOLoss.__init__)
 def grpo(actor_network: ProbabilisticTensorDictSequential, critic_network=None, **kwargs) -> GRPOLoss:
     """Registry builder for ``loss=grpo``: the trainer passes ``(actor, critic)``, and GRPO has no critic."""

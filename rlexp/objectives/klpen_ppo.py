@@ -11,8 +11,10 @@ from tensordict.nn import ProbabilisticTensorDictModule, ProbabilisticTensorDict
 from rlexp.objectives.distribution_terms import kl_divergence
 from rlexp.objectives.ppo import PPOLoss, _unique
 from rlexp.objectives.signature import inherit_keywords
+from rlexp.registry import losses
 
 
+@losses.register("klpen_ppo")
 class KLPENPPOLoss(PPOLoss):
     """KL-penalised PPO (Schulman et al. 2017, section 4).
 

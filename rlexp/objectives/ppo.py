@@ -23,6 +23,7 @@ from rlexp.objectives.distribution_terms import entropy
 from rlexp.objectives.reduction import REDUCTIONS
 from rlexp.objectives.value.base import _default_log_prob_key
 from rlexp.objectives.value_types import ValueEstimators
+from rlexp.registry import losses
 
 
 def _unique(keys) -> list:
@@ -47,6 +48,7 @@ def _deprecated_alias(name: str, value, old_name: str, old):
     return old
 
 
+@losses.register("ppo")
 class PPOLoss(LossModule):
     """PPO loss without ratio regularisation (Schulman et al. 2017, "Proximal Policy Optimization").
 

@@ -19,7 +19,7 @@ from rlexp.compare import (bootstrap_ci, config_key, config_labels, first_reache
                            summarize)
 from rlexp.compare.__main__ import main
 from rlexp.compare.runs import find_run_dirs
-from rlexp.compare.summary import group_runs
+from rlexp.compare.stats import group_runs
 
 THRESHOLD = 300.0
 EVAL_SHAPE = (0.25, 0.5, 1.25, 1.0)  # eval returns at frames 1000..4000 as multiples of the final return
@@ -200,6 +200,7 @@ run.finish()
 """
 
 
+@pytest.mark.e2e
 def test_run_without_metrics_file_is_read_from_its_wandb_offline_run(tmp_path):
     run_dir = write_run(tmp_path / "job", ["loss=w", "seed=0"], 0, None)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
@@ -254,6 +255,7 @@ def test_cli_writes_a_png_curve_figure(sweep, tmp_path, capsys):
         assert struct.unpack(">II", data[16:24]) == (770, 462)  # 7 x 4.2 inches at 110 dpi
 
 
+@pytest.mark.e2e
 def test_module_prints_markdown_without_importing_matplotlib(sweep):
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "rlexp.compare", str(sweep), "--markdown"],
                             capture_output=True, text=True, timeout=60)

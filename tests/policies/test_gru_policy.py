@@ -5,7 +5,6 @@ import torch
 from tensordict import TensorDict
 from tensordict.nn import InteractionType, set_interaction_type
 
-import rlexp.policies  # noqa: F401  (registers the built-in policies)
 from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
 from rlexp.envs.gym import make_gym_env
 from rlexp.loggers import Logger

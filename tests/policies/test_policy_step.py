@@ -1,13 +1,14 @@
 """PolicyStep writes the keys and numbers of the tensordict call it replaces, for every built-in policy."""
 
+import warnings
 import weakref
 
 import pytest
 import torch
 from tensordict import TensorDict
-from tensordict.nn import InteractionType, ProbabilisticTensorDictModule, TensorDictModule, set_interaction_type
+from tensordict.nn import (InteractionType, ProbabilisticTensorDictModule, TensorDictModule, TensorDictSequential,
+                           set_interaction_type)
 
-import rlexp.policies  # noqa: F401  (registers the built-in policies)
 from rlexp.collector import Collector
 from rlexp.envs.gym import make_gym_env
 from rlexp.modules import set_recurrent_mode
@@ -16,6 +17,7 @@ from rlexp.loggers import Logger
 from rlexp.modules import tensor_calls
 from rlexp.modules.tensor_calls import call_module, get_dist
 from rlexp.policies import RecurrentStates, rollout_policy
+from rlexp.policies import step as policy_step
 from rlexp.policies.step import PolicyStep
 from rlexp.registry import policies
 from rlexp.trainer import train
@@ -27,7 +29,7 @@ CASES = [("CartPole-v1", {"name": "mlp"}), ("Pendulum-v1", {"name": "mlp"}),
          ("Pendulum-v1", {"name": "gru", "hidden_size": 8, "head_sizes": [8], "num_layers": 2})]
 
 
-def steps_both_ways(policy, root, deterministic):
+def steps_both_ways(policy, root, deterministic, act=None):
     """(tensordict call's leaves, PolicyStep's dict) from the same inputs and the same RNG state."""
     mode = InteractionType.DETERMINISTIC if deterministic else InteractionType.RANDOM
     torch.manual_seed(1)
@@ -35,8 +37,14 @@ def steps_both_ways(policy, root, deterministic):
         expected = policy(TensorDict(dict(root), batch_size=[len(root["observation"])]))
     torch.manual_seed(1)
     with torch.no_grad():
-        got = PolicyStep(policy)(dict(root), deterministic=deterministic)
+        got = (act or PolicyStep(policy))(dict(root), deterministic=deterministic)
     return dict(expected.items(include_nested=True, leaves_only=True)), got
+
+
+def assert_same_step(got, expected):
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=f"{key}")
 
 
 @pytest.mark.parametrize("env_id, config", CASES)
@@ -46,16 +54,17 @@ def test_same_keys_and_values_as_the_tensordict_call(env_id, config, determinist
     torch.manual_seed(0)
     actor, critic = policies.build(config, env.observation_space, env.action_space)
     policy = rollout_policy(actor, critic)
-    assert PolicyStep(policy).calls is not None  # the built-in policies all take the tensor path
+    act = PolicyStep(policy)
     states = RecurrentStates(policy)
     root = states.reset(env.reset(seed=0))
-    for _ in range(3):  # later steps read carried (non-zero) recurrent states
-        expected, got = steps_both_ways(policy, root, deterministic)
-        assert set(got) == set(expected)
-        for key, value in expected.items():
-            torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=f"{key}")
-        step, root = env.step_and_maybe_reset(got)
-        states.carry(step, root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the first call's check finds no difference
+        for _ in range(3):  # later steps read carried (non-zero) recurrent states
+            expected, got = steps_both_ways(policy, root, deterministic, act)
+            assert_same_step(got, expected)
+            step, root = env.step_and_maybe_reset(got)
+            states.carry(step, root)
+    assert act.calls is not None  # the built-in policies all take the tensor path, after the first call too
 
 
 def test_categorical_draws_follow_the_probabilities():
@@ -98,9 +107,95 @@ def test_unknown_modules_fall_back_to_the_tensordict_call():
     root = env.reset(seed=0)
     assert PolicyStep(module).calls is None
     expected, got = steps_both_ways(module, root, deterministic=False)
-    assert set(got) == set(expected)
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key])
+    assert_same_step(got, expected)
+
+
+def cartpole_actor():
+    env = make_gym_env(id="CartPole-v1", num_envs=3)
+    torch.manual_seed(0)
+    actor, _ = policies.build({"name": "mlp"}, env.observation_space, env.action_space)
+    return actor, env.reset(seed=0)
+
+
+def test_forward_hooks_are_run():
+    """A forward hook on a part of the policy rewrites its output: the tensor path would skip it."""
+    actor, root = cartpole_actor()
+    logits = actor.module[0]
+    logits.register_forward_hook(lambda module, args, out: out.set("logits", out["logits"] * 0))
+    assert PolicyStep(actor).calls is None and tensor_calls.module_calls(actor, step=False) is None
+    expected, got = steps_both_ways(actor, root, deterministic=True)
+    assert_same_step(got, expected)
+    assert (got["logits"] == 0).all() and (got["action"] == 0).all()  # argmax of equal logits: the first
+
+
+def test_discarded_outputs_are_not_written():
+    """The out key "_" discards that output of the network."""
+    net = torch.nn.Linear(4, 2)
+    module = TensorDictModule(lambda x: (net(x), x.sum(-1)), in_keys=["observation"], out_keys=["logits", "_"])
+    root = make_gym_env(id="CartPole-v1", num_envs=3).reset(seed=0)
+    assert PolicyStep(module).calls is None
+    expected, got = steps_both_ways(module, root, deterministic=False)
+    assert_same_step(got, expected)
+    assert "_" not in got and "logits" in got
+
+
+def test_selected_out_keys_are_honoured_on_a_sequence():
+    actor, root = cartpole_actor()
+    actor.select_out_keys("action", "action_log_prob")
+    assert PolicyStep(actor).calls is None
+    expected, got = steps_both_ways(actor, root, deterministic=False)
+    assert_same_step(got, expected)
+    assert "logits" not in got and "action" in got
+
+
+def test_selected_out_keys_are_honoured_on_a_module():
+    """On a TensorDictModule ``select_out_keys`` is a forward hook that drops the other out keys (tensordict 0.14
+    also drops the keys that are neither in nor out keys); the step keeps the keys it came with."""
+    net = torch.nn.Linear(4, 2)
+    module = TensorDictModule(lambda x: (net(x), x.sum(-1)), in_keys=["observation"], out_keys=["logits", "total"])
+    module.select_out_keys("logits")
+    root = make_gym_env(id="CartPole-v1", num_envs=3).reset(seed=0)
+    assert PolicyStep(module).calls is None
+    expected, got = steps_both_ways(module, root, deterministic=False)
+    assert "total" not in expected and set(got) == set(root) | {"logits"}
+    torch.testing.assert_close(got["logits"], expected["logits"], rtol=0, atol=0)
+
+
+class Counter(torch.nn.Module):
+    """Scales its input by the number of times it was called: no two calls agree."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x[..., :2] * self.calls
+
+
+def test_a_first_call_that_differs_falls_back_with_one_warning():
+    module = TensorDictModule(Counter(), in_keys=["observation"], out_keys=["logits"])
+    root = make_gym_env(id="CartPole-v1", num_envs=3).reset(seed=0)
+    act = PolicyStep(module)
+    assert act.calls is not None  # nothing in its structure tells
+    with pytest.warns(RuntimeWarning, match="the values of 'logits' differ"):
+        first = act(dict(root))
+    torch.testing.assert_close(first["logits"], 2 * root["observation"][:, :2])  # the module's own call
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = act(dict(root))
+    assert act.calls is None
+    torch.testing.assert_close(second["logits"], 3 * root["observation"][:, :2])
+
+
+def test_a_first_call_that_draws_differently_falls_back():
+    """Equal outputs but a different RNG state afterwards would change every later draw."""
+    actor, root = cartpole_actor()
+    act = PolicyStep(actor)
+    act.calls = [*act.calls, lambda data, deterministic: torch.rand(1)]
+    with pytest.warns(RuntimeWarning, match="random number generator"):
+        act(dict(root))
+    assert act.calls is None
 
 
 @pytest.mark.parametrize("overrides", [["env=cartpole"],
@@ -118,6 +213,7 @@ def test_training_on_the_tensor_path_is_bit_identical_to_the_tensordict_calls(tm
 
     fast_metrics, fast = run(tmp_path / "fast")
     monkeypatch.setattr(tensor_calls, "module_calls", lambda module, step: None)
+    monkeypatch.setattr(policy_step, "module_calls", lambda module, step: None)
     monkeypatch.setattr(tensor_calls, "_cache", weakref.WeakKeyDictionary())
     slow_metrics, slow = run(tmp_path / "slow")
     assert fast.keys() == slow.keys() and all(torch.equal(fast[key], slow[key]) for key in fast)

@@ -21,6 +21,7 @@ from rlexp.signals import Interrupted, stop_on_signals
 SMALL = ["collector.frames_per_batch=1024", "env.num_envs=4", "eval.episodes=2"]
 
 
+@pytest.mark.e2e
 def test_sigterm_checkpoints_the_finished_iteration_and_resume_continues_the_run(run_dir, tmp_path):
     metrics = run_dir / "metrics.jsonl"
     with (tmp_path / "stderr.txt").open("w+") as stderr:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from support import LAUNCHERS, read_wandb_runs, run_multirun
+from support import LAUNCHERS, read_wandb_runs, require_plugin, run_multirun
+
+pytestmark = pytest.mark.e2e  # every test here runs python -m rlexp in a subprocess
 
 SWEEPS = Path(__file__).parent
 BUDGET = ["collector.total_frames=2048", "collector.frames_per_batch=1024", "env.num_envs=4", "eval.episodes=2"]
@@ -21,7 +23,7 @@ JOBS = list(itertools.product(["failing_ppo", "ppo"], [0, 1]))  # (loss.name, se
 def test_one_wandb_run_per_job_grouped_by_sweep_and_crashes_marked_failed(launcher, tmp_path):
     launcher_overrides, plugin = LAUNCHERS[launcher]
     if plugin:
-        pytest.importorskip(plugin)
+        require_plugin(plugin)
     sweep_dir = tmp_path / "sweep"
     result = run_multirun(sweep_dir, "loss=ppo", "loss.name=failing_ppo,ppo", "seed=0,1", "imports=[failing_loss]",
                           "logger.tags=[sweep-test]", *BUDGET, *launcher_overrides, pythonpath=SWEEPS)

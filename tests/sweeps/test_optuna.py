@@ -6,13 +6,15 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from support import ROOT, run_multirun
+from support import ROOT, require_plugin, run_multirun
+
+pytestmark = pytest.mark.e2e  # every test here runs python -m rlexp in a subprocess
 
 BUDGET = ["collector.total_frames=2048", "collector.frames_per_batch=1024", "env.num_envs=4", "eval.episodes=2"]
 
 
 def test_optuna_preset_reports_the_trial_with_the_best_final_eval_return(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    require_plugin("hydra_plugins.hydra_optuna_sweeper")
     sweep_dir = tmp_path / "sweep"
     result = run_multirun(sweep_dir, "+experiment=optuna_clip_ppo", "hydra.sweeper.n_trials=3", "logger=csv", *BUDGET)
     assert result.returncode == 0, result.stderr

@@ -3,30 +3,34 @@
 import itertools
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from support import ROOT
-
-
-def compose_with_hydra(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+from support import compose_config, require_plugin
 
 
 def test_slurm_preset_is_a_valid_submitit_slurm_config():
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    launcher = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=cpu").hydra.launcher
+    require_plugin("hydra_plugins.hydra_submitit_launcher")
+    launcher = compose_config("hydra/launcher=slurm", "hydra.launcher.partition=cpu", hydra=True).hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.cpus_per_task, launcher.max_num_timeout) == ("cpu", 2, 0)
 
 
 def test_loss_comparison_is_four_losses_times_three_seeds_on_cartpole():
-    params = compose_with_hydra("+experiment=loss_comparison").hydra.sweeper.params
+    params = compose_config("+experiment=loss_comparison", hydra=True).hydra.sweeper.params
     sweeps = OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
     jobs = list(itertools.product(*([f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()] for o in sweeps)))
     assert len(jobs) == 12
-    configs = [compose_with_hydra("+experiment=loss_comparison", *job) for job in jobs]
+    configs = [compose_config("+experiment=loss_comparison", *job, hydra=True) for job in jobs]
     assert {(c.loss.name, c.seed) for c in configs} == set(itertools.product(
         ["ppo", "clip_ppo", "klpen_ppo", "grpo"], [0, 1, 2]))
     assert {(c.experiment, c.env.id) for c in configs} == {("loss_comparison", "CartPole-v1")}
+
+
+def test_a_missing_plugin_skips_the_test_locally_and_fails_it_in_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="hydra_plugins.no_such_launcher"):
+        require_plugin("hydra_plugins.no_such_launcher")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and the Hydra plugin hydra_plugins.no_such_launcher"):
+        require_plugin("hydra_plugins.no_such_launcher")
+    require_plugin("hydra.plugins")  # installed (Hydra's own plugin interfaces): neither

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from support import cli_env, read_wandb_runs, wait_for
+from support import cli_env, read_wandb_runs, require_plugin, wait_for
+
+pytestmark = pytest.mark.e2e  # every test here runs python -m rlexp in a subprocess
 
 FRAMES = list(range(1024, 8193, 1024))
 
@@ -20,7 +22,7 @@ def child_pids(pid: int) -> list[int]:
 
 
 def test_requeued_submitit_job_continues_its_wandb_run(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    require_plugin("hydra_plugins.hydra_submitit_launcher")
     sweep_dir, metrics = tmp_path / "sweep", tmp_path / "sweep" / "0" / "metrics.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "rlexp", "-m", f"hydra.sweep.dir={sweep_dir}", "hydra/launcher=submitit_local",

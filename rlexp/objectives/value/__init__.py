@@ -4,12 +4,5 @@ from rlexp.objectives.value.base import ValueEstimatorBase
 from rlexp.objectives.value.gae import GAE
 from rlexp.objectives.value.group_relative import GroupRelativeEstimator
 from rlexp.objectives.value.td import TD0Estimator, TD1Estimator, TDLambdaEstimator
-from rlexp.registry import value_estimators
-
-value_estimators.register("gae", GAE)
-value_estimators.register("td0", TD0Estimator)
-value_estimators.register("td1", TD1Estimator)
-value_estimators.register("td_lambda", TDLambdaEstimator)
-value_estimators.register("group_relative", GroupRelativeEstimator)
 
 __all__ = ["GAE", "GroupRelativeEstimator", "TD0Estimator", "TD1Estimator", "TDLambdaEstimator", "ValueEstimatorBase"]

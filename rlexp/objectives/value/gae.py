@@ -7,8 +7,10 @@ from tensordict.nn import TensorDictModuleBase
 
 from rlexp.objectives.value.base import ValueEstimatorBase, _standardize
 from rlexp.objectives.value.functional import generalized_advantage_estimate
+from rlexp.registry import value_estimators
 
 
+@value_estimators.register("gae")
 class GAE(ValueEstimatorBase):
     """``A_t = delta_t + gamma lmbda (1 - done_t) A_{t+1}``, ``value_target = A + V``.
 

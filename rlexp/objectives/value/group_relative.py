@@ -15,7 +15,7 @@ from tensordict.utils import NestedKey
 
 from rlexp.objectives.value.base import EstimatorKeys
 from rlexp.objectives.value.scan import reverse_linear_scan
-from rlexp.registry import ConfigError
+from rlexp.registry import ConfigError, value_estimators
 
 MODES = ("outcome", "process")
 STDS = ("unbiased", "biased")
@@ -44,6 +44,7 @@ def _group_standardize(values: torch.Tensor, members: torch.Tensor, eps: float, 
     return standardized, std, all_equal
 
 
+@value_estimators.register("group_relative")
 class GroupRelativeEstimator(EstimatorKeys, TensorDictModuleBase):
     """Writes ``advantage`` ``[N, T, 1]`` into a grouped rollout ``[N, T]`` (time last).
 

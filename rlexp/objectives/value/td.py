@@ -12,6 +12,7 @@ from rlexp.objectives.value.functional import (
     td1_return_estimate,
     td_lambda_return_estimate,
 )
+from rlexp.registry import value_estimators
 
 
 class _TDEstimator(ValueEstimatorBase):
@@ -44,6 +45,7 @@ class _TDEstimator(ValueEstimatorBase):
         return value_target - value, value_target
 
 
+@value_estimators.register("td0")
 class TD0Estimator(_TDEstimator):
     """One-step bootstrapped return ``G_t = r_t + gamma (1 - terminated_t) V'_t``."""
 
@@ -53,6 +55,7 @@ class TD0Estimator(_TDEstimator):
         return td0_return_estimate(gamma, next_value, reward, terminated)
 
 
+@value_estimators.register("td1")
 class TD1Estimator(_TDEstimator):
     """Discounted reward sum to the end of each trajectory, bootstrapped at truncations and the window end."""
 
@@ -60,6 +63,7 @@ class TD1Estimator(_TDEstimator):
         return td1_return_estimate(gamma, next_value, reward, done, terminated, time_dim=time_dim)
 
 
+@value_estimators.register("td_lambda")
 class TDLambdaEstimator(_TDEstimator):
     """TD(lambda) return, the exponentially weighted mix of n-step returns (rewards standardised with std >= 1e-4)."""
 

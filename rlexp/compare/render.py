@@ -1,13 +1,15 @@
-"""Rendering the per-configuration summaries: aligned text, Markdown and CSV."""
+"""Rendering the comparison: the per-configuration table as aligned text, Markdown and CSV, and the learning-curve
+figure (mean and 95% bootstrap band per configuration, drawn with matplotlib's Agg canvas)."""
 
 from __future__ import annotations
 
 import csv
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
-from rlexp.compare.summary import Estimate, Summary
+from rlexp.compare.stats import Curve, Estimate, Summary
 
 CSV_COLUMNS = ("config", "overrides", "seeds", "final_mean", "final_ci_low", "final_ci_high", "best_mean",
                "best_ci_low", "best_ci_high", "final_iqm", "threshold", "reached", "frames_to_threshold",
@@ -89,3 +91,31 @@ def estimate_fields(estimate: Estimate) -> tuple[float | str, ...]:
 def optional(value: float | int | None) -> float | int | str:
     """Empty CSV cell for None and NaN."""
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+X_LABELS = {"frames": "frames", "time": "training wall time (s)"}
+
+
+def plot_curves(curves: Sequence[Curve], labels: Sequence[str], path: str | Path, axis: str = "frames",
+                threshold: float | None = None) -> None:
+    """Write the figure to ``path`` (format from its suffix). matplotlib is imported only here."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    figure = Figure(figsize=(7.0, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    for curve, label in zip(curves, labels):
+        (line,) = ax.plot(curve.x, curve.mean, label=label, linewidth=1.5)
+        ax.fill_between(curve.x, curve.low, curve.high, color=line.get_color(), alpha=0.2, linewidth=0)
+    if threshold is not None:
+        ax.axhline(threshold, color="0.4", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel(X_LABELS[axis])
+    if axis == "frames":
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1M
+    ax.set_ylabel("evaluation return")
+    ax.set_title("mean and 95% bootstrap CI over seeds", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    figure.savefig(path)
