@@ -2,28 +2,42 @@
 
 A loss reads a tensordict and returns a new one holding ``loss_*`` terms (summed and
 backpropagated by the trainer) and other logged scalars. This module holds the key management,
-coefficient buffers and the forward context; parameter handling and value-estimator
-construction live in ``functional_params`` and ``estimator_factory``.
+coefficient buffers, the forward context, parameter handling and value-estimator construction.
+
+Parameters: ``convert_to_functional`` keeps the *same* ``nn.Parameter`` objects, so gradients
+land on the user's networks and ``loss.parameters()`` lists each parameter once. A module runs
+directly when its stored params are its own; only detached or replaced params (e.g. the critic's
+copy of parameters shared with the actor under ``separate_losses``) are swapped in with ``to_module``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy as copy_module
 import functools
 from dataclasses import dataclass, fields
 
 import torch
-from tensordict import TensorDictBase
-from tensordict.nn import InteractionType, TensorDictModuleBase, set_interaction_type
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import InteractionType, TensorDictModuleBase, TensorDictParams, set_interaction_type
 from tensordict.utils import NestedKey
 from torch import nn
 
 from rlexp.modules.recurrent_mode import set_recurrent_mode
-from rlexp.objectives.estimator_factory import ValueEstimatorFactory
-from rlexp.objectives.functional_params import FunctionalParams
-from rlexp.objectives.reduction import find_loss_mask, reduce_loss
+from rlexp.objectives.utils import ALIASES, ValueEstimators, default_value_kwargs, find_loss_mask, reduce_loss
+from rlexp.objectives.value import GAE, TD0Estimator, TD1Estimator, TDLambdaEstimator, ValueEstimatorBase
 
 RANDOM_MODULE_LIST: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
 VMAP_RANDOMNESS_MODES = ("error", "same", "different")
+ESTIMATOR_CLASSES = {
+    ValueEstimators.TD0: TD0Estimator,
+    ValueEstimators.TD1: TD1Estimator,
+    ValueEstimators.TDLambda: TDLambdaEstimator,
+    ValueEstimators.GAE: GAE,
+}
+_TYPE_OF_CLASS = {cls: value_type for value_type, cls in ESTIMATOR_CLASSES.items()}
+_PARAMS_SUFFIX = "_params"
+_TARGET_PREFIX = "target_"
 
 
 def add_random_module(module: type[nn.Module]) -> None:
@@ -53,7 +67,7 @@ class _LossModuleMeta(type):
         return super().__new__(mcs, name, bases, attrs)
 
 
-class LossModule(FunctionalParams, ValueEstimatorFactory, TensorDictModuleBase, metaclass=_LossModuleMeta):
+class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
     """Base class of RL losses: ``forward(tensordict) -> TensorDict`` of ``loss_*`` and logged scalars.
 
     Subclasses define a nested ``_AcceptedKeys`` dataclass (annotated fields = configurable keys)
@@ -148,6 +162,10 @@ class LossModule(FunctionalParams, ValueEstimatorFactory, TensorDictModuleBase, 
             with torch.no_grad():
                 self._buffers[name].fill_(value)
             return
+        if name.endswith(_PARAMS_SUFFIX) and name[: -len(_PARAMS_SUFFIX)] in self.__dict__.get("_functional_names", ()):
+            # Replaced parameters no longer live in the module: swap them in at call time.
+            if hasattr(self, name):
+                self._swapped_modules.add(name[: -len(_PARAMS_SUFFIX)])
         super().__setattr__(name, value)
 
     # misc API -------------------------------------------------------------------------------------
@@ -173,9 +191,150 @@ class LossModule(FunctionalParams, ValueEstimatorFactory, TensorDictModuleBase, 
         self._vmap_randomness = value
 
     def _reduce_losses(self, tensordict: TensorDictBase, out: dict, reduction: str) -> dict:
-        """Reduce every ``loss_*`` entry of ``out`` in place, masked by the input's loss mask (spec 1.4)."""
+        """Reduce every ``loss_*`` entry of ``out`` in place, masked by the input's loss mask."""
         mask = find_loss_mask(tensordict, self.loss_mask_key)
         for key, value in out.items():
             if key.startswith("loss_"):
                 out[key] = reduce_loss(value, reduction, mask)
         return out
+
+    # parameters -------------------------------------------------------------------------------------
+    @property
+    def functional(self) -> bool:
+        """Whether the networks' parameters are held in ``<name>_params`` (True for the base class)."""
+        return True
+
+    def convert_to_functional(self, module: nn.Module, module_name: str, expand_dim: int | None = None,
+                              create_target_params: bool = False, compare_against=None) -> None:
+        """Store ``module`` under ``module_name`` and its parameters in ``<module_name>_params``.
+
+        Parameters found in ``compare_against`` are stored detached (they get no gradient through
+        this module); ``expand_dim`` stacks that many copies; ``create_target_params`` stores a
+        detached clone as ``target_<module_name>_params`` (otherwise that name reads the live
+        params, detached).
+        """
+        params = TensorDict.from_module(module)
+        against = {id(p) for p in compare_against} if compare_against is not None else set()
+        swap = bool(expand_dim)
+        if expand_dim:
+            def expand(p):
+                if id(p) in against:
+                    return p.data.expand(expand_dim, *p.shape)
+                return nn.Parameter(p.detach().expand(expand_dim, *p.shape).clone(), p.requires_grad) \
+                    if isinstance(p, nn.Parameter) else p.expand(expand_dim, *p.shape).clone()
+            params = params.apply(expand, batch_size=[expand_dim])
+        elif against:
+            detached = params.apply(lambda p: p.data if id(p) in against else p)
+            swap = any(a is not b for a, b in zip(detached.values(True, True), params.values(True, True)))
+            params = detached
+        self._functional_modules.add(module_name)
+        if swap:
+            self._swapped_modules.add(module_name)
+        setattr(self, module_name + _PARAMS_SUFFIX, TensorDictParams(params, no_convert=True))
+        # Kept out of ``_modules`` so its parameters are registered once, through the params above.
+        self.__dict__[module_name] = module
+        if create_target_params:
+            target = getattr(self, module_name + _PARAMS_SUFFIX).data.clone()
+            setattr(self, _TARGET_PREFIX + module_name + _PARAMS_SUFFIX, TensorDictParams(target, no_convert=True))
+
+    @property
+    def _functional_modules(self) -> set[str]:
+        return self.__dict__.setdefault("_functional_names", set())
+
+    @property
+    def _swapped_modules(self) -> set[str]:
+        return self.__dict__.setdefault("_swapped_names", set())
+
+    def _params_of(self, module_name: str):
+        """Context in which ``module_name`` runs with its stored params (a no-op when they are its own)."""
+        if module_name in self._swapped_modules:
+            return getattr(self, module_name + _PARAMS_SUFFIX).to_module(self.__dict__[module_name])
+        return contextlib.nullcontext()
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith(_TARGET_PREFIX) and name.endswith(_PARAMS_SUFFIX):
+                source = name[len(_TARGET_PREFIX):]
+                if source[: -len(_PARAMS_SUFFIX)] in self.__dict__.get("_functional_names", ()):
+                    return getattr(self, source).detach()
+            raise
+
+    def get_stateful_net(self, network_name: str, copy: bool | None = None) -> nn.Module:
+        """The network with its stored parameters loaded: a deep copy by default, or the stored module."""
+        module = getattr(self, network_name)
+        if not self.functional:
+            if copy:
+                raise RuntimeError("Cannot copy the module of a non-functional loss.")
+            return module
+        if copy is None or copy:
+            module = copy_module.deepcopy(module)
+            with torch.no_grad():
+                TensorDict.from_module(module).update_(getattr(self, network_name + _PARAMS_SUFFIX).data)
+        return module
+
+    def from_stateful_net(self, network_name: str, stateful_net: nn.Module) -> None:
+        """Copy the parameter values of ``stateful_net`` into the stored params (leaf sets must match)."""
+        if not self.functional:
+            getattr(self, network_name).load_state_dict(stateful_net.state_dict())
+            return
+        params = getattr(self, network_name + _PARAMS_SUFFIX)
+        new = TensorDict.from_module(stateful_net)
+        if set(new.keys(True, True)) != set(params.keys(True, True)):
+            raise RuntimeError(f"The parameters of the given network do not match those of {network_name}.")
+        with torch.no_grad():
+            params.data.update_(new.data)
+
+    # value estimator ----------------------------------------------------------------------------------
+    @staticmethod
+    def default_value_kwargs(value_type: ValueEstimators) -> dict:
+        return default_value_kwargs(value_type)
+
+    @property
+    def value_estimator(self) -> ValueEstimatorBase:
+        """The estimator; built on first access from ``default_value_estimator`` and its defaults."""
+        if self._value_estimator is None:
+            self.make_value_estimator(self.default_value_estimator)
+        return self._value_estimator
+
+    @value_estimator.setter
+    def value_estimator(self, estimator: ValueEstimatorBase) -> None:
+        self._value_estimator = estimator
+
+    def _value_network(self):
+        """The network the loss's own estimators evaluate (its critic, if any)."""
+        return getattr(self, "critic_network", None)
+
+    def make_value_estimator(self, value_type=None, **hyperparams) -> None:
+        """Set the value estimator.
+
+        ``value_type``: None (the default type), a ``ValueEstimators`` member or its string alias
+        (``"gae"``, ``"td0"``, ``"td1"``, ``"tdlambda"``; built on the critic with the defaults of
+        ``default_value_kwargs`` updated by ``hyperparams``), an estimator instance (used as is),
+        or an estimator class (instantiated with ``hyperparams``). The loss's key names are then
+        applied to the estimator.
+        """
+        if value_type is None:
+            value_type = self.default_value_estimator
+        if isinstance(value_type, ValueEstimatorBase):
+            estimator = value_type
+            value_type = _TYPE_OF_CLASS.get(type(estimator), type(estimator))
+        elif isinstance(value_type, type) and issubclass(value_type, ValueEstimatorBase):
+            devices = {p.device for p in self.parameters()}
+            if len(devices) == 1 and "device" not in hyperparams:
+                hyperparams["device"] = devices.pop()
+            estimator = value_type(**hyperparams)
+            value_type = _TYPE_OF_CLASS.get(value_type, value_type)
+        else:
+            if isinstance(value_type, str):
+                if value_type.lower() not in ALIASES:
+                    raise NotImplementedError(f"Unknown value type {value_type!r}; use one of {sorted(ALIASES)}.")
+                value_type = ALIASES[value_type.lower()]
+            if value_type not in ESTIMATOR_CLASSES:
+                raise NotImplementedError(f"Value type {value_type} is not implemented for {type(self).__name__}.")
+            kwargs = {**self.default_value_kwargs(value_type), **hyperparams}
+            estimator = ESTIMATOR_CLASSES[value_type](value_network=self._value_network(), **kwargs)
+        self._value_estimator = estimator
+        self.value_type = value_type
+        self._apply_keys_to_estimator(estimator)

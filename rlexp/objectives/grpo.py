@@ -1,4 +1,4 @@
-"""GRPOLoss for generic policies (spec 6.2): PPO's clipped surrogate on group-relative advantages, no critic."""
+"""GRPOLoss for generic policies: PPO's clipped surrogate on group-relative advantages, no critic."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ from tensordict.utils import NestedKey
 from rlexp.modules.tensor_calls import get_dist
 from rlexp.objectives.clip_ppo import clip_epsilon_pair, effective_sample_size
 from rlexp.objectives.common import LossModule
-from rlexp.objectives.distribution_terms import entropy
 from rlexp.objectives.ppo import _unique
-from rlexp.objectives.reduction import REDUCTIONS, broadcast_mask, find_loss_mask, reduce_loss
-from rlexp.objectives.signature import inherit_keywords
+from rlexp.objectives.utils import REDUCTIONS, broadcast_mask, entropy, find_loss_mask, inherit_keywords, reduce_loss
 from rlexp.objectives.value.base import _default_log_prob_key
 from rlexp.objectives.value.group_relative import GroupRelativeEstimator
 from rlexp.registry import ConfigError
@@ -137,7 +135,7 @@ class GRPOLoss(LossModule):
         return value
 
     def _aggregate(self, loss: torch.Tensor, mask: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
-        """Reduce a ``[*B, 1]`` loss term over the valid samples ``mask`` ``[*B]`` (spec 6.1 step 7)."""
+        """Reduce a ``[*B, 1]`` loss term over the valid samples ``mask`` ``[*B]``."""
         valid = mask.unsqueeze(-1)
         if self.aggregation == "none" or self.reduction == "none":
             return torch.where(valid, loss, loss.new_zeros(()))

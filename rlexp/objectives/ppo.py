@@ -16,13 +16,11 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, d
 from tensordict.utils import NestedKey
 
 from rlexp.modules.tensor_calls import call_module, get_dist
-from rlexp.objectives.advantage_utils import broadcast_advantage, normalize_advantage
 from rlexp.objectives.common import LossModule
-from rlexp.objectives.critic_loss import CRITIC_LOSS_TYPES, clipped_value_loss, distance_loss, explained_variance
-from rlexp.objectives.distribution_terms import entropy
-from rlexp.objectives.reduction import REDUCTIONS
+from rlexp.objectives.utils import (CRITIC_LOSS_TYPES, REDUCTIONS, ValueEstimators, broadcast_advantage,
+                                   clipped_value_loss, distance_loss, entropy, explained_variance,
+                                   normalize_advantage)
 from rlexp.objectives.value.base import _default_log_prob_key
-from rlexp.objectives.value_types import ValueEstimators
 
 
 def _unique(keys) -> list:
@@ -38,7 +36,7 @@ def _alias(name: str, value, alias_name: str, alias):
 
 
 def _deprecated_alias(name: str, value, old_name: str, old):
-    """The seed documents' one-f spelling (``entropy_coef``): accepted with a DeprecationWarning."""
+    """An older one-f spelling (``entropy_coef``): accepted with a DeprecationWarning."""
     if old is None:
         return value
     if value is not None:

@@ -11,7 +11,7 @@ from torch import nn
 
 from rlexp.modules.recurrent_mode import recurrent_mode
 from rlexp.objectives import ClipPPOLoss, LossModule, PPOLoss, ValueEstimators, add_random_module
-from rlexp.objectives.reduction import find_loss_mask, reduce_loss
+from rlexp.objectives.utils import find_loss_mask, reduce_loss
 from rlexp.objectives.value import GAE, TD0Estimator, TD1Estimator, TDLambdaEstimator
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tensordict.nn import TensorDictModuleBase
 
-from rlexp.objectives.signature import inherit_keywords
+from rlexp.objectives.utils import inherit_keywords
 from rlexp.objectives.value.base import ValueEstimatorBase, _standardize
 from rlexp.objectives.value.functional import (
     td0_return_estimate,
