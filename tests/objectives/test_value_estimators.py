@@ -74,6 +74,18 @@ def test_defaults_match_reference_and_write_values(ref, name):
                                       ("next", "done"), ("next", "terminated")}
 
 
+@pytest.mark.parametrize("name", ["gae", "td0", "td1", "td_lambda"])
+def test_shifted_false_accepted_and_true_refused_alike(ref, name):
+    critic = make_critic()
+    td = make_rollout(ref)
+    build(name, critic, shifted=False)(td)
+    value, next_value = critic_values(critic, td)
+    torch.testing.assert_close(td["value_target"], expected(ref, name, td, value, next_value), **TOL)
+    cls_name = type(build(name, critic)).__name__
+    with pytest.raises(NotImplementedError, match=rf"{cls_name}\(shifted=True\) is not supported.*shifted=False"):
+        build(name, critic, shifted=True)
+
+
 def test_tensor_keys_defaults():
     keys = GAE(gamma=0.9, lmbda=0.9, value_network=None).tensor_keys
     assert (keys.advantage, keys.value_target, keys.value, keys.reward, keys.done, keys.terminated,

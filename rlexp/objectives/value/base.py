@@ -87,8 +87,14 @@ class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
 
     def __init__(self, *, value_network: TensorDictModuleBase | None, differentiable: bool = False,
                  skip_existing: bool | None = None, time_dim: int | None = None,
-                 advantage_key=None, value_target_key=None, value_key=None, device=None):
+                 advantage_key=None, value_target_key=None, value_key=None, device=None, shifted: bool = False):
         super().__init__()
+        if shifted:
+            # torchrl's shifted=True reads V(s_{t+1}) off the next row of one value call over the
+            # observations; rlexp always evaluates the "next" observations themselves, so the
+            # option would change nothing but the cost and is refused rather than ignored.
+            raise NotImplementedError(f"{type(self).__name__}(shifted=True) is not supported by rlexp: the value "
+                                      "network always runs on the root and 'next' observations (shifted=False).")
         if advantage_key is not None or value_target_key is not None or value_key is not None:
             raise RuntimeError("advantage_key, value_target_key and value_key are deprecated; use set_keys().")
         if device is None and value_network is not None:
