@@ -35,7 +35,6 @@ ESTIMATOR_CLASSES = {
     ValueEstimators.TDLambda: TDLambdaEstimator,
     ValueEstimators.GAE: GAE,
 }
-_TYPE_OF_CLASS = {cls: value_type for value_type, cls in ESTIMATOR_CLASSES.items()}
 _PARAMS_SUFFIX = "_params"
 _TARGET_PREFIX = "target_"
 
@@ -89,7 +88,7 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
         self._value_estimator = None
         self.value_type = self.default_value_estimator
         self._vmap_randomness = None
-        self.loss_mask_key: NestedKey | None = "auto"
+        self.loss_mask_key = "auto"
         self._in_keys = []
         self._out_keys = self._out_keys_apparent = []
 
@@ -137,15 +136,33 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
     def _set_in_keys(self) -> None:
         """Recompute ``in_keys`` from the current key names (losses override)."""
 
+    @property
+    def loss_mask_key(self) -> NestedKey | None:
+        """The input entry marking the samples that count: ``"auto"`` (every known mask key present),
+        a nested key (that entry only; ``("auto",)`` names an entry called "auto"), or None (no mask)."""
+        return self._loss_mask_key
+
+    @loss_mask_key.setter
+    def loss_mask_key(self, value: NestedKey | None) -> None:
+        if value is not None and not isinstance(value, NestedKey):
+            raise ValueError(f"loss_mask_key must be 'auto', None or a NestedKey, got {value!r}.")
+        self._loss_mask_key = value
+
     # coefficient buffers -------------------------------------------------------------------------
-    def register_coeff_buffer(self, name: str, value) -> None:
-        """Register ``value`` as a float32 scalar buffer (``None`` sets a plain ``None`` attribute)."""
+    def register_coeff_buffer(self, name: str, value, *, device: torch.device | str | None = None,
+                              dtype: torch.dtype | None = None) -> None:
+        """Register ``value`` as a scalar buffer (``None`` sets a plain ``None`` attribute).
+
+        The buffer is float32 unless ``dtype`` says otherwise, on ``device`` or the loss's device.
+        """
         if value is None:
             setattr(self, name, None)
             return
-        if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.numel() != 1):
-            raise ValueError(f"{name} must be a scalar number, got {value!r}.")
-        self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32, device=self._buffer_device()).clone()
+        if isinstance(value, bool) or not isinstance(value, (float, int, torch.Tensor)) or (
+                isinstance(value, torch.Tensor) and value.numel() != 1):
+            raise ValueError(f"{name} must be a float or a scalar tensor, got {value}.")
+        device = self._buffer_device() if device is None else device
+        self.register_buffer(name, torch.as_tensor(value, dtype=dtype or torch.float32, device=device).clone()
                              .reshape(()))
 
     def _buffer_device(self) -> torch.device | None:
@@ -211,22 +228,30 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
         Parameters found in ``compare_against`` are stored detached (they get no gradient through
         this module); ``expand_dim`` stacks that many copies; ``create_target_params`` stores a
         detached clone as ``target_<module_name>_params`` (otherwise that name reads the live
-        params, detached).
+        params, detached). A list of ``expand_dim`` modules of one architecture stacks their
+        parameters (new leaves, so each copy trains on its own) and runs the first module.
         """
-        params = TensorDict.from_module(module)
         against = {id(p) for p in compare_against} if compare_against is not None else set()
         swap = bool(expand_dim)
-        if expand_dim:
+        if isinstance(module, (list, tuple)):
+            if len(module) != expand_dim:
+                raise RuntimeError("The ``expand_dim`` value must match the length of the module list/tuple "
+                                   "if a single module isn't provided.")
+            params = TensorDict.from_modules(*module, expand_identical=True)
+            module = module[0]
+        elif expand_dim:
             def expand(p):
                 if id(p) in against:
                     return p.data.expand(expand_dim, *p.shape)
                 return nn.Parameter(p.detach().expand(expand_dim, *p.shape).clone(), p.requires_grad) \
                     if isinstance(p, nn.Parameter) else p.expand(expand_dim, *p.shape).clone()
-            params = params.apply(expand, batch_size=[expand_dim])
-        elif against:
-            detached = params.apply(lambda p: p.data if id(p) in against else p)
-            swap = any(a is not b for a, b in zip(detached.values(True, True), params.values(True, True)))
-            params = detached
+            params = TensorDict.from_module(module).apply(expand, batch_size=[expand_dim])
+        else:
+            params = TensorDict.from_module(module)
+            if against:
+                detached = params.apply(lambda p: p.data if id(p) in against else p)
+                swap = any(a is not b for a, b in zip(detached.values(True, True), params.values(True, True)))
+                params = detached
         self._functional_modules.add(module_name)
         if swap:
             self._swapped_modules.add(module_name)
@@ -262,17 +287,38 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
             raise
 
     def get_stateful_net(self, network_name: str, copy: bool | None = None) -> nn.Module:
-        """The network with its stored parameters loaded: a deep copy by default, or the stored module."""
+        """The network holding the loss's stored parameter tensors themselves (not copies of their values).
+
+        ``copy`` (the default) deep-copies the module structure first, so the user's module keeps
+        its own attributes; either way the returned network's parameters *are* the stored ones,
+        so initialising them in place initialises the loss. A non-functional loss returns its
+        network as is.
+        """
         module = getattr(self, network_name)
         if not self.functional:
             if copy:
-                raise RuntimeError("Cannot copy the module of a non-functional loss.")
+                raise RuntimeError("Cannot copy module in non-functional mode.")
             return module
         if copy is None or copy:
             module = copy_module.deepcopy(module)
-            with torch.no_grad():
-                TensorDict.from_module(module).update_(getattr(self, network_name + _PARAMS_SUFFIX).data)
+        getattr(self, network_name + _PARAMS_SUFFIX).to_module(module, preserve_module_state=False)
         return module
+
+    def reset_parameters_recursive(self) -> None:
+        """Re-initialise every functional network (``reset_parameters`` of each submodule) in place.
+
+        The networks are kept out of ``_modules``, so the inherited walk would not reach them: each
+        is reset with its stored parameters swapped in, then again with its target parameters if
+        it has its own copy (the target gets fresh values of its own, not the new online ones).
+        """
+        for name, module in list(self.__dict__.items()):  # in the order the networks were stored
+            if name not in self._functional_modules:
+                continue
+            for params_name in (name + _PARAMS_SUFFIX, _TARGET_PREFIX + name + _PARAMS_SUFFIX):
+                params = self._modules.get(params_name)
+                if params is not None:
+                    with params.to_module(module, preserve_module_state=False):
+                        module.reset_parameters_recursive()
 
     def from_stateful_net(self, network_name: str, stateful_net: nn.Module) -> None:
         """Copy the parameter values of ``stateful_net`` into the stored params (leaf sets must match)."""
@@ -319,13 +365,12 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
             value_type = self.default_value_estimator
         if isinstance(value_type, ValueEstimatorBase):
             estimator = value_type
-            value_type = _TYPE_OF_CLASS.get(type(estimator), type(estimator))
+            value_type = type(estimator)
         elif isinstance(value_type, type) and issubclass(value_type, ValueEstimatorBase):
             devices = {p.device for p in self.parameters()}
             if len(devices) == 1 and "device" not in hyperparams:
                 hyperparams["device"] = devices.pop()
             estimator = value_type(**hyperparams)
-            value_type = _TYPE_OF_CLASS.get(value_type, value_type)
         else:
             if isinstance(value_type, str):
                 if value_type.lower() not in ALIASES:

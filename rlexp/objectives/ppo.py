@@ -209,12 +209,14 @@ class PPOLoss(LossModule):
         ``log M`` through ``delta``. ``delta`` is None when neither is in use.
         """
         keys = self._tensor_keys
-        prev_log_prob = td[keys.sample_log_prob]
+        prev_log_prob = td.get(keys.sample_log_prob, None)
+        if prev_log_prob is None:
+            raise KeyError(f"Couldn't find the log-prob {keys.sample_log_prob} in the input data.")
         if prev_log_prob.requires_grad:
-            raise RuntimeError(f"The stored log-prob {keys.sample_log_prob!r} must not require grad.")
+            raise RuntimeError(f"tensordict stored {keys.sample_log_prob} requires grad.")
         action = td[keys.action]
         if action.requires_grad:
-            raise RuntimeError(f"The stored action {keys.action!r} must not require grad.")
+            raise RuntimeError(f"tensordict stored {keys.action} requires grad.")
         with self._params_of("actor_network"):
             dist = get_dist(self.actor_network, td)
         log_prob = dist.log_prob(action)
@@ -253,8 +255,19 @@ class PPOLoss(LossModule):
         keys = self._tensor_keys
         if self.separate_losses:
             tensordict = tensordict.detach()
-        target = tensordict[keys.value_target]
-        old_value = tensordict[keys.value] if self.clip_value is not None else None
+        target = tensordict.get(keys.value_target, None)
+        if target is None:
+            raise KeyError(f"the key {keys.value_target} was not found in the input tensordict. Make sure you "
+                           "provided the right key and the value_target (i.e. the target return) has been "
+                           "retrieved accordingly. Advantage classes such as GAE, TDLambdaEstimate and "
+                           "TDEstimate all return a 'value_target' entry that can be used for the value loss.")
+        old_value = None
+        if self.clip_value is not None:
+            old_value = tensordict.get(keys.value, None)
+            if old_value is None:
+                raise KeyError(f"clip_value is set to {float(self.clip_value)}, but the key {keys.value} was not "
+                               "found in the input tensordict. Pass the critic's values of the collected states "
+                               f"under {keys.value!r} (set_keys(value=...) names another entry).")
         with self._params_of("critic_network"):
             value = call_module(self.critic_network, tensordict.select(*self.critic_network.in_keys))[keys.value]
         clip_fraction = None

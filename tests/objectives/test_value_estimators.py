@@ -86,6 +86,25 @@ def test_shifted_false_accepted_and_true_refused_alike(ref, name):
         build(name, critic, shifted=True)
 
 
+@pytest.mark.parametrize("name", ["gae", "td0", "td1", "td_lambda"])
+def test_nan_next_observation_replaced_by_root_observation(ref, name):
+    critic = make_critic()
+    td = make_rollout(ref)
+    td["next", "terminated"][0, 3] = td["next", "done"][0, 3] = True  # terminal: V' is masked out
+    td["next", "done"][1, 5], td["next", "terminated"][1, 5] = True, False  # truncation: V' is bootstrapped
+    for b, t in ((0, 3), (1, 5)):
+        td["next", "observation"][b, t] = float("nan")
+    build(name, critic)(td)
+    assert torch.isnan(td["next", "observation"]).any()  # the caller's data is left as it was
+    filled = td.clone()
+    filled["next", "observation"] = torch.where(td["next", "observation"].isnan(), td["observation"],
+                                                td["next", "observation"])
+    value, next_value = critic_values(critic, filled)
+    target = expected(ref, name, filled, value, next_value)
+    assert torch.isfinite(td["advantage"]).all()
+    torch.testing.assert_close(td["value_target"], target, **TOL)
+
+
 def test_tensor_keys_defaults():
     keys = GAE(gamma=0.9, lmbda=0.9, value_network=None).tensor_keys
     assert (keys.advantage, keys.value_target, keys.value, keys.reward, keys.done, keys.terminated,

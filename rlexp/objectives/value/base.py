@@ -34,6 +34,23 @@ def _standardize(x: torch.Tensor, min_std: float) -> torch.Tensor:
     return (x - x.mean()) / x.std().clamp_min(min_std)
 
 
+def _nan_to_root(nxt: TensorDictBase, root: TensorDictBase) -> TensorDictBase:
+    """``nxt`` with NaN entries of its float inputs replaced by the root input at the same place.
+
+    A next observation that is absent (NaN) at a trajectory end would otherwise give ``V = NaN``,
+    which ``(1 - terminated) * V`` does not remove (``0 * NaN = NaN``). At a terminal step the
+    substitute is masked out; at a truncation it stands in for the missing observation.
+    """
+    for key, value in nxt.items(True, True):
+        if value.is_floating_point():
+            fallback = root.get(key, None)
+            if fallback is not None and fallback.shape == value.shape:
+                nan = torch.isnan(value)
+                if nan.any():
+                    nxt.set(key, torch.where(nan, fallback, value))
+    return nxt
+
+
 class EstimatorKeys:
     """Mixin: ``tensor_keys``/``set_keys`` over a nested ``_AcceptedKeys`` dataclass.
 
@@ -159,7 +176,7 @@ class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
             return value, next_value
         in_keys = list(net.in_keys)
         root = tensordict.select(*in_keys, strict=False)
-        nxt = tensordict["next"].select(*in_keys, strict=False)
+        nxt = _nan_to_root(tensordict["next"].select(*in_keys, strict=False), root)
         if "is_init" in root.keys():
             is_init = root.get("is_init")
             nxt.set("is_init", nxt.get("is_init") | is_init if "is_init" in nxt.keys() else is_init)
