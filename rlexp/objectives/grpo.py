@@ -6,15 +6,16 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
-from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
+from tensordict import TensorDict, TensorDictBase, is_tensor_collection
+from tensordict.nn import CompositeDistribution, ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 
 from rlexp.modules.tensor_calls import get_dist
 from rlexp.objectives.clip_ppo import clip_epsilon_pair, effective_sample_size
 from rlexp.objectives.common import LossModule
-from rlexp.objectives.ppo import _unique
-from rlexp.objectives.utils import REDUCTIONS, broadcast_mask, entropy, find_loss_mask, inherit_keywords, reduce_loss
+from rlexp.objectives.ppo import _stored, _unique
+from rlexp.objectives.utils import (REDUCTIONS, broadcast_mask, entropy, find_loss_mask, inherit_keywords,
+                                    reduce_loss, sum_heads)
 from rlexp.objectives.value.base import _default_log_prob_key
 from rlexp.objectives.value.group_relative import GroupRelativeEstimator
 from rlexp.registry import ConfigError
@@ -162,12 +163,19 @@ class GRPOLoss(LossModule):
         keys = self._tensor_keys
         td = tensordict.copy()
         advantage = self._read(td, keys.advantage, "advantage")
-        action = self._read(td, keys.action, "action")
-        prev = td[keys.sample_log_prob]
+        prev = _stored(td, keys.sample_log_prob)
+        if prev is None:
+            raise KeyError(f"Couldn't find the log-prob {keys.sample_log_prob} in the input data.")
         if prev.requires_grad:
-            raise RuntimeError(f"The stored log-prob {keys.sample_log_prob!r} must not require grad.")
+            raise RuntimeError(f"tensordict stored {keys.sample_log_prob} requires grad.")
         dist = get_dist(self.actor_network, td)
-        log_prob = dist.log_prob(action)
+        if isinstance(dist, CompositeDistribution):
+            # Several action heads: the joint log-prob (summed over heads) plays the single head's role,
+            # and a NaN stored log-prob in any head marks the sample invalid.
+            action = td.select(*(keys.action if isinstance(keys.action, list) else [keys.action]))
+            log_prob, prev = sum_heads(dist.log_prob(action)), sum_heads(prev)
+        else:
+            log_prob = dist.log_prob(self._read(td, keys.action, "action"))
         if prev.shape != log_prob.shape:
             raise ValueError(f"The stored log-prob {keys.sample_log_prob!r} has shape {tuple(prev.shape)}, the "
                              f"current log-prob {tuple(log_prob.shape)}.")
@@ -189,6 +197,9 @@ class GRPOLoss(LossModule):
         out["loss_objective"] = self._aggregate(objective, mask, tensordict)
         if self.entropy_bonus:
             ent = entropy(dist, self.samples_mc_entropy)
+            if is_tensor_collection(ent):
+                out["composite_entropy"] = ent.detach()  # per head
+                ent = sum_heads(ent)
             out["entropy"] = ent.detach().mean()
             out["loss_entropy"] = self._aggregate(-self.entropy_coeff * ent.unsqueeze(-1), mask, tensordict)
         if self.kl_to_ref_coeff is not None and self.kl_to_ref_coeff > 0:

@@ -9,7 +9,8 @@ import inspect
 from enum import Enum
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase, is_tensor_collection
+from tensordict.nn import CompositeDistribution, composite_lp_aggregate, set_composite_lp_aggregate
 from tensordict.utils import NestedKey
 from torch import distributions as D
 from torch.nn import functional as F
@@ -113,6 +114,24 @@ def broadcast_advantage(advantage: torch.Tensor, log_weight: torch.Tensor) -> to
 
 
 # distributions: entropy and KL --------------------------------------------------------------------
+# A composite distribution (tensordict's ``CompositeDistribution``: one distribution per action head)
+# gives per-head terms as a tensordict; the joint term is their sum over heads and feature dims.
+def sum_heads(x: torch.Tensor | TensorDictBase) -> torch.Tensor:
+    """A tensor as is; a tensordict of per-head terms summed over its heads and their feature dims."""
+    return x.sum(dim="feature", reduce=True) if is_tensor_collection(x) else x
+
+
+def log_ratio(log_prob: torch.Tensor | TensorDictBase, other: torch.Tensor | TensorDictBase) -> torch.Tensor:
+    """``log_prob - other`` of the joint action: per head, then summed (one side may be the joint already)."""
+    if is_tensor_collection(log_prob) and is_tensor_collection(other):
+        return sum_heads(log_prob - other)
+    return sum_heads(log_prob) - sum_heads(other)
+
+
+def _with_suffix(key: NestedKey, suffix: str) -> NestedKey:
+    return key + suffix if isinstance(key, str) else (*key[:-1], key[-1] + suffix)
+
+
 def _draw(dist: D.Distribution, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``num_samples`` draws and their log-probs; reparameterised when the distribution allows it."""
     shape = torch.Size([num_samples])
@@ -127,8 +146,16 @@ def _draw(dist: D.Distribution, num_samples: int) -> tuple[torch.Tensor, torch.T
     return sample, dist.log_prob(sample)
 
 
-def entropy(dist: D.Distribution, samples_mc: int) -> torch.Tensor:
-    """``dist.entropy()`` if available and finite, else ``-mean_S log p(x_s)`` over ``samples_mc`` draws."""
+def entropy(dist: D.Distribution, samples_mc: int) -> torch.Tensor | TensorDictBase:
+    """``dist.entropy()`` if available and finite, else ``-mean_S log p(x_s)`` over ``samples_mc`` draws.
+
+    A composite distribution gives each head's entropy under ``<sample key>_entropy`` (a
+    tensordict), or their sum when tensordict's ``composite_lp_aggregate()`` is on.
+    """
+    if isinstance(dist, CompositeDistribution):
+        heads = TensorDict({_with_suffix(name, "_entropy"): entropy(head, samples_mc)
+                            for name, head in dist.dists.items()}, dist.batch_shape)
+        return sum_heads(heads) if composite_lp_aggregate() else heads
     try:
         value = dist.entropy()
     except NotImplementedError:
@@ -139,7 +166,14 @@ def entropy(dist: D.Distribution, samples_mc: int) -> torch.Tensor:
 
 
 def kl_divergence(prev: D.Distribution, cur: D.Distribution, samples_mc: int) -> torch.Tensor:
-    """``KL(prev || cur)``: torch's registered closed form, else a Monte-Carlo mean over draws of ``prev``."""
+    """``KL(prev || cur)``: torch's registered closed form, else a Monte-Carlo mean over draws of ``prev``.
+
+    Composite distributions take the Monte-Carlo path with the joint log-probs (summed over heads).
+    """
+    if isinstance(prev, CompositeDistribution):
+        with set_composite_lp_aggregate(False):
+            sample = prev.sample(torch.Size([samples_mc]))
+            return (sum_heads(prev.log_prob(sample)) - sum_heads(cur.log_prob(sample))).mean(0)
     try:
         return D.kl_divergence(prev, cur)
     except NotImplementedError:
