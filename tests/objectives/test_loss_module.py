@@ -297,6 +297,9 @@ def test_convert_to_functional_list_of_modules_stacks_them():
     loss.convert_to_functional(critics, "value_net", expand_dim=3)
     params = loss.value_net_params
     assert params.batch_size == (3,) and loss.value_net is critics[0]
+    stacked = params["module", "weight"]
+    assert isinstance(stacked, nn.Parameter) and stacked.is_leaf  # trained as one new parameter
+    assert any(p is stacked for p in loss.parameters())
     for i, critic in enumerate(critics):
         torch.testing.assert_close(params["module", "weight"][i], critic.module.weight.detach())
     with pytest.raises(RuntimeError, match="expand_dim"):
