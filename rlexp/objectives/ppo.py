@@ -60,6 +60,9 @@ class PPOLoss(LossModule):
     Reads ``advantage`` (computed by the value estimator if absent), the stored action log-prob
     and the action; outputs ``loss_objective``, ``entropy``/``loss_entropy`` (``entropy_bonus``),
     ``loss_critic`` (with a critic and ``critic_coeff > 0``), ``explained_variance`` and ``kl_approx``.
+    A composite actor (one distribution per action head) has lists of ``action``/``sample_log_prob``
+    keys: the heads' log-probs add up in the weight, ``composite_entropy`` holds each head's entropy,
+    and ``entropy_coeff`` may be a mapping from head to coefficient.
     """
 
     @dataclass
