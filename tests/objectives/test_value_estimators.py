@@ -238,7 +238,7 @@ def test_is_init_of_next_is_or_ed_with_root(ref):
 def test_set_keys_and_errors(ref):
     critic = TensorDictModule(nn.Linear(OBS, 1), in_keys=["observation"], out_keys=["v"])
     estimator = GAE(gamma=0.9, lmbda=0.8, value_network=critic)
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"value key 'state_value' not found in value network out_keys \['v'\]"):
         estimator.set_keys(value="state_value")  # not an output of the value network
     estimator.set_keys(value="v", advantage="adv", reward="rew")
     td = make_rollout(ref)
@@ -246,12 +246,17 @@ def test_set_keys_and_errors(ref):
     estimator(td)
     assert "adv" in td.keys() and "v" in td.keys() and estimator.out_keys == ["adv", "value_target"]
     assert ("next", "rew") in estimator.in_keys
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="not_a_key is not an accepted tensordict key for advantages"):
         estimator.set_keys(not_a_key="x")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tensordict keys cannot be None"):
         estimator.set_keys(advantage=None)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="key name must be of type NestedKey"):
+        estimator.set_keys(advantage=3)
+    with pytest.raises(RuntimeError, match=r"Setting 'advantage_key' via constructor is deprecated, use "
+                                           r"\.set_keys\(advantage='some_key'\) instead"):
         GAE(gamma=0.9, lmbda=0.8, value_network=critic, advantage_key="a")
+    with pytest.raises(ValueError, match="shifted must be a boolean, got 'no'"):
+        GAE(gamma=0.9, lmbda=0.8, value_network=critic, shifted="no")
     with pytest.raises(RuntimeError):
         estimator(TensorDict({}, []))
 

@@ -67,10 +67,13 @@ class EstimatorKeys:
         """Rename tensordict keys; unknown names raise ``KeyError``, ``None`` values ``ValueError``."""
         names = {f.name for f in fields(self._AcceptedKeys)}
         for name, value in kwargs.items():
-            if name not in names:
-                raise KeyError(f"{name} is not an accepted tensordict key of {type(self).__name__}: {sorted(names)}.")
             if value is None:
-                raise ValueError(f"Key {name} cannot be None.")
+                raise ValueError("tensordict keys cannot be None")
+            if not isinstance(value, (NestedKey, list)):
+                raise ValueError(f"key name must be of type NestedKey (Union[str, Tuple[str]]) but got {type(value)}")
+            if name not in names:
+                raise KeyError(f"{name} is not an accepted tensordict key for advantages; {type(self).__name__} "
+                               f"accepts {sorted(names)}.")
             self._check_key(name, value)
         for name, value in kwargs.items():
             setattr(self._tensor_keys, name, value)
@@ -106,14 +109,19 @@ class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
                  skip_existing: bool | None = None, time_dim: int | None = None,
                  advantage_key=None, value_target_key=None, value_key=None, device=None, shifted: bool = False):
         super().__init__()
+        if not isinstance(shifted, bool):
+            raise ValueError(f"shifted must be a boolean, got {shifted!r}.")
         if shifted:
             # torchrl's shifted=True reads V(s_{t+1}) off the next row of one value call over the
             # observations; rlexp always evaluates the "next" observations themselves, so the
-            # option would change nothing but the cost and is refused rather than ignored.
+            # option is refused rather than silently ignored.
             raise NotImplementedError(f"{type(self).__name__}(shifted=True) is not supported by rlexp: the value "
                                       "network always runs on the root and 'next' observations (shifted=False).")
-        if advantage_key is not None or value_target_key is not None or value_key is not None:
-            raise RuntimeError("advantage_key, value_target_key and value_key are deprecated; use set_keys().")
+        for name, value in (("advantage_key", advantage_key), ("value_target_key", value_target_key),
+                            ("value_key", value_key)):
+            if value is not None:
+                raise RuntimeError(f"Setting '{name}' via constructor is deprecated, use "
+                                   f".set_keys({name[:-len('_key')]}='some_key') instead.")
         if device is None and value_network is not None:
             device = next((p.device for p in value_network.parameters()), None)
         self._device = device
@@ -132,8 +140,7 @@ class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
     # keys ----------------------------------------------------------------------------------------
     def _check_key(self, name: str, value: NestedKey) -> None:
         if name == "value" and self.value_network is not None and value not in self.value_network.out_keys:
-            raise KeyError(f"value key {value!r} is not among the value network's out_keys "
-                           f"{self.value_network.out_keys}.")
+            raise KeyError(f"value key '{value}' not found in value network out_keys {self.value_network.out_keys}")
 
     def _set_in_keys(self) -> None:
         keys = self._tensor_keys
