@@ -110,8 +110,16 @@ class TensorDictVectorEnv:
         obs_space, act_space = env.single_observation_space, env.single_action_space
         if not isinstance(obs_space, spaces.Box):
             raise ConfigError(f"Observation space {obs_space} is not supported: rlexp policies read Box observations.")
-        if not isinstance(act_space, (spaces.Discrete, spaces.Box)):
-            raise ConfigError(f"Action space {act_space} is not supported: use a Discrete or Box action space.")
+        if isinstance(act_space, spaces.Dict):
+            raise ConfigError(f"Dict action space {act_space} is not supported by the trainer, whose rollouts hold "
+                              "one action tensor per step: flatten it into a MultiDiscrete or Box space (the "
+                              "losses take composite distributions when used as a library).")
+        if isinstance(act_space, spaces.MultiDiscrete) and len(act_space.nvec.shape) != 1:
+            raise ConfigError(f"MultiDiscrete action space {act_space} has nvec of shape {act_space.nvec.shape}; "
+                              "rlexp's policies need a one-dimensional nvec.")
+        if not isinstance(act_space, (spaces.Discrete, spaces.MultiDiscrete, spaces.Box)):
+            raise ConfigError(f"Action space {act_space} is not supported: use a Discrete, MultiDiscrete or Box "
+                              "action space.")
         self.env = env
         self.name = name or getattr(env.spec, "id", None) or type(env.unwrapped).__name__
         self.max_episode_steps = max_episode_steps or getattr(env.spec, "max_episode_steps", None)
@@ -121,7 +129,7 @@ class TensorDictVectorEnv:
         self.action_space = spaces.flatten_space(act_space) if isinstance(act_space, spaces.Box) and \
             len(act_space.shape) > 1 else act_space
         self._env_action_shape = (self.num_envs, *act_space.shape)
-        self.discrete = isinstance(act_space, spaces.Discrete)
+        self.discrete = isinstance(act_space, (spaces.Discrete, spaces.MultiDiscrete))
         self.steps = 0  # vector steps since construction, named in fault messages
         self._zeros = torch.zeros(self.num_envs, 1, dtype=torch.bool)
         self._episode_return = np.zeros(self.num_envs)
@@ -225,6 +233,8 @@ class TensorDictVectorEnv:
 
     def _env_action(self, action: torch.Tensor) -> np.ndarray:
         action = action.detach().cpu().numpy()
+        if isinstance(self.action_space, spaces.MultiDiscrete):
+            return action + self.action_space.start  # the policy picks indices 0..nvec-1 per dimension
         if self.discrete:
             return action
         # The policy's unbounded sample is stored; only the env sees it clipped to the bounds.

@@ -1,7 +1,8 @@
-"""Action distributions for continuous control, with a ``deterministic_sample`` for evaluation.
+"""Action distributions beyond torch's Categorical, with a ``deterministic_sample`` for evaluation.
 
 ``IndependentNormal`` has a closed-form entropy; ``TanhNormal`` squashes into ``[low, high]`` and has
 none, so PPO-family losses estimate its entropy by Monte Carlo (``samples_mc_entropy``).
+``MultiCategorical`` is one categorical per dimension of a ``MultiDiscrete`` action space.
 """
 
 from __future__ import annotations
@@ -44,3 +45,47 @@ class TanhNormal(D.TransformedDistribution):
     def deterministic_sample(self) -> torch.Tensor:
         loc = self.base_dist.base_dist.loc
         return (self.high + self.low) / 2 + (self.high - self.low) / 2 * torch.tanh(loc)
+
+
+class MultiCategorical(D.Distribution):
+    """Independent categoricals over ``nvec[i]`` choices each: an action is ``[*batch, len(nvec)]``.
+
+    ``logits`` ``[*batch, sum(nvec)]`` are split head by head; the log-prob and the entropy are the
+    sums of the heads' (the heads are independent), and the KL to another ``MultiCategorical`` is
+    the sum of the heads' KLs.
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, logits: torch.Tensor, nvec: tuple[int, ...] | list[int]):
+        self.nvec = tuple(int(n) for n in nvec)
+        if logits.shape[-1] != sum(self.nvec):
+            raise ValueError(f"MultiCategorical needs {sum(self.nvec)} logits for nvec={list(self.nvec)}, "
+                             f"got {logits.shape[-1]}.")
+        self.logits = logits
+        self.heads = [D.Categorical(logits=part) for part in logits.split(self.nvec, -1)]
+        super().__init__(logits.shape[:-1], torch.Size([len(self.nvec)]), validate_args=False)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return torch.stack([head.sample(sample_shape) for head in self.heads], -1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.stack([head.log_prob(v) for head, v in zip(self.heads, value.unbind(-1))], -1).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return torch.stack([head.entropy() for head in self.heads], -1).sum(-1)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return torch.stack([head.probs.argmax(-1) for head in self.heads], -1)
+
+    @property
+    def deterministic_sample(self) -> torch.Tensor:
+        return self.mode
+
+
+@D.register_kl(MultiCategorical, MultiCategorical)
+def _kl_multi_categorical(p: MultiCategorical, q: MultiCategorical) -> torch.Tensor:
+    if p.nvec != q.nvec:
+        raise ValueError(f"KL between MultiCategoricals of different nvec: {list(p.nvec)} and {list(q.nvec)}.")
+    return torch.stack([D.kl_divergence(a, b) for a, b in zip(p.heads, q.heads)], -1).sum(-1)

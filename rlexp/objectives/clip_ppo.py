@@ -9,7 +9,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 
 from rlexp.objectives.ppo import PPOLoss
-from rlexp.objectives.signature import inherit_keywords
+from rlexp.objectives.utils import inherit_keywords
 from rlexp.registry import losses
 
 

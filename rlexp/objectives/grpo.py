@@ -1,4 +1,4 @@
-"""GRPOLoss for generic policies (spec 6.2): PPO's clipped surrogate on group-relative advantages, no critic."""
+"""GRPOLoss for generic policies: PPO's clipped surrogate on group-relative advantages, no critic."""
 
 from __future__ import annotations
 
@@ -7,18 +7,17 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
-from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import ProbabilisticTensorDictSequential, dispatch
+from tensordict import TensorDict, TensorDictBase, is_tensor_collection
+from tensordict.nn import CompositeDistribution, ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 
 from rlexp.modules.recurrent_mode import set_recurrent_mode
 from rlexp.modules.tensor_calls import get_dist
 from rlexp.objectives.clip_ppo import clip_epsilon_pair, effective_sample_size
 from rlexp.objectives.common import LossModule
-from rlexp.objectives.distribution_terms import entropy
-from rlexp.objectives.ppo import _unique
-from rlexp.objectives.reduction import REDUCTIONS, broadcast_mask, find_loss_mask, reduce_loss
-from rlexp.objectives.signature import inherit_keywords
+from rlexp.objectives.ppo import _stored, _unique
+from rlexp.objectives.utils import (REDUCTIONS, broadcast_mask, entropy, find_loss_mask, inherit_keywords,
+                                    reduce_loss, sum_heads)
 from rlexp.objectives.value.base import _default_log_prob_key
 from rlexp.objectives.value.group_relative import GroupRelativeEstimator
 from rlexp.registry import ConfigError, losses
@@ -141,7 +140,7 @@ class GRPOLoss(LossModule):
         return value
 
     def _aggregate(self, loss: torch.Tensor, mask: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
-        """Reduce a ``[*B, 1]`` loss term over the valid samples ``mask`` ``[*B]`` (spec 6.1 step 7)."""
+        """Reduce a ``[*B, 1]`` loss term over the valid samples ``mask`` ``[*B]``."""
         valid = mask.unsqueeze(-1)
         if self.aggregation == "none" or self.reduction == "none":
             return torch.where(valid, loss, loss.new_zeros(()))
@@ -168,12 +167,19 @@ class GRPOLoss(LossModule):
         keys = self._tensor_keys
         td = tensordict.copy()
         advantage = self._read(td, keys.advantage, "advantage")
-        action = self._read(td, keys.action, "action")
-        prev = td[keys.sample_log_prob]
+        prev = _stored(td, keys.sample_log_prob)
+        if prev is None:
+            raise KeyError(f"Couldn't find the log-prob {keys.sample_log_prob} in the input data.")
         if prev.requires_grad:
-            raise RuntimeError(f"The stored log-prob {keys.sample_log_prob!r} must not require grad.")
+            raise RuntimeError(f"tensordict stored {keys.sample_log_prob} requires grad.")
         dist = get_dist(self.actor_network, td)
-        log_prob = dist.log_prob(action)
+        if isinstance(dist, CompositeDistribution):
+            # Several action heads: the joint log-prob (summed over heads) plays the single head's role,
+            # and a NaN stored log-prob in any head marks the sample invalid.
+            action = td.select(*(keys.action if isinstance(keys.action, list) else [keys.action]))
+            log_prob, prev = sum_heads(dist.log_prob(action)), sum_heads(prev)
+        else:
+            log_prob = dist.log_prob(self._read(td, keys.action, "action"))
         if prev.shape != log_prob.shape:
             raise ValueError(f"The stored log-prob {keys.sample_log_prob!r} has shape {tuple(prev.shape)}, the "
                              f"current log-prob {tuple(log_prob.shape)}.")
@@ -195,6 +201,9 @@ class GRPOLoss(LossModule):
         out["loss_objective"] = self._aggregate(objective, mask, tensordict)
         if self.entropy_bonus:
             ent = entropy(dist, self.samples_mc_entropy)
+            if is_tensor_collection(ent):
+                out["composite_entropy"] = ent.detach()  # per head
+                ent = sum_heads(ent)
             out["entropy"] = ent.detach().mean()
             out["loss_entropy"] = self._aggregate(-self.entropy_coeff * ent.unsqueeze(-1), mask, tensordict)
         if self.kl_to_ref_coeff is not None and self.kl_to_ref_coeff > 0:

@@ -8,9 +8,8 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictModule, ProbabilisticTensorDictSequential, TensorDictModule
 
-from rlexp.objectives.distribution_terms import kl_divergence
 from rlexp.objectives.ppo import PPOLoss, _unique
-from rlexp.objectives.signature import inherit_keywords
+from rlexp.objectives.utils import inherit_keywords, kl_divergence
 from rlexp.registry import losses
 
 
@@ -73,7 +72,7 @@ class KLPENPPOLoss(PPOLoss):
 
     def _adapt_beta(self, kl_mean: torch.Tensor) -> None:
         # Through ``.data`` like torchrl: autograd saved this buffer, so the KL gradient of this
-        # call already uses the updated beta (spec 2.6); a plain in-place op would break backward.
+        # call already uses the updated beta; a plain in-place op would break backward.
         if kl_mean > 1.5 * self.dtarg:
             self.beta.data *= self.increment
         elif kl_mean < self.dtarg / 1.5:

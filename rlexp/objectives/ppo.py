@@ -11,23 +11,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
+from tensordict import TensorDict, TensorDictBase, is_tensor_collection
+from tensordict.nn import CompositeDistribution, ProbabilisticTensorDictSequential, TensorDictModule, dispatch
 from tensordict.utils import NestedKey
 
 from rlexp.modules.tensor_calls import call_module, get_dist
-from rlexp.objectives.advantage_utils import broadcast_advantage, normalize_advantage
 from rlexp.objectives.common import LossModule
-from rlexp.objectives.critic_loss import CRITIC_LOSS_TYPES, clipped_value_loss, distance_loss, explained_variance
-from rlexp.objectives.distribution_terms import entropy
-from rlexp.objectives.reduction import REDUCTIONS
+from rlexp.objectives.utils import (CRITIC_LOSS_TYPES, REDUCTIONS, ValueEstimators, broadcast_advantage,
+                                   clipped_value_loss, distance_loss, entropy, explained_variance, log_ratio,
+                                   normalize_advantage, sum_heads)
 from rlexp.objectives.value.base import _default_log_prob_key
-from rlexp.objectives.value_types import ValueEstimators
 from rlexp.registry import losses
 
 
 def _unique(keys) -> list:
-    return list(dict.fromkeys(keys))
+    """The keys in order without repeats; a list entry (one key per action head) contributes its keys."""
+    flat = [k for key in keys for k in (key if isinstance(key, list) else [key])]
+    return list(dict.fromkeys(flat))
+
+
+def _stored(td: TensorDictBase, key: NestedKey | list[NestedKey]):
+    """The entry under ``key``, or the tensordict of the entries under a list of keys (None if one is missing)."""
+    if not isinstance(key, list):
+        return td.get(key, None)
+    return td.select(*key) if all(k in td.keys(True) for k in key) else None
 
 
 def _alias(name: str, value, alias_name: str, alias):
@@ -39,7 +46,7 @@ def _alias(name: str, value, alias_name: str, alias):
 
 
 def _deprecated_alias(name: str, value, old_name: str, old):
-    """The seed documents' one-f spelling (``entropy_coef``): accepted with a DeprecationWarning."""
+    """An older one-f spelling (``entropy_coef``): accepted with a DeprecationWarning."""
     if old is None:
         return value
     if value is not None:
@@ -55,6 +62,9 @@ class PPOLoss(LossModule):
     Reads ``advantage`` (computed by the value estimator if absent), the stored action log-prob
     and the action; outputs ``loss_objective``, ``entropy``/``loss_entropy`` (``entropy_bonus``),
     ``loss_critic`` (with a critic and ``critic_coeff > 0``), ``explained_variance`` and ``kl_approx``.
+    A composite actor (one distribution per action head) has lists of ``action``/``sample_log_prob``
+    keys: the heads' log-probs add up in the weight, ``composite_entropy`` holds each head's entropy,
+    and ``entropy_coeff`` may be a mapping from head to coefficient.
     """
 
     @dataclass
@@ -107,8 +117,12 @@ class PPOLoss(LossModule):
         if loss_critic_type not in CRITIC_LOSS_TYPES:
             raise NotImplementedError(
                 f"Unknown loss_critic_type {loss_critic_type!r}; choose one of {', '.join(CRITIC_LOSS_TYPES)}.")
-        if isinstance(entropy_coeff, Mapping):
-            raise NotImplementedError("Per-head entropy coefficients (composite actions) are not supported by rlexp.")
+        entropy_coeff_map = None
+        if isinstance(entropy_coeff, Mapping):  # one coefficient per head of a composite action
+            entropy_coeff_map = {key: float(value) for key, value in entropy_coeff.items()}
+            entropy_coeff = 0.0  # the buffer stays, unused
+        elif entropy_coeff is not None and not isinstance(entropy_coeff, (float, int, torch.Tensor)):
+            raise TypeError("entropy_coeff must be a float or a Mapping[str, float]")
         if critic_network is None and critic_coeff is not None:
             raise TypeError("critic_coeff was given but there is no critic_network.")
         if delay_actor and not functional:
@@ -117,6 +131,7 @@ class PPOLoss(LossModule):
             raise ValueError(f"max_importance_ratio must be > 0, got {max_importance_ratio}.")
         self._functional = functional
         super().__init__()
+        self._entropy_coeff_map = entropy_coeff_map
         self._device = device if device is not None else next(
             (p.device for p in actor_network.parameters()), torch.device("cpu"))
         self.delay_actor = delay_actor
@@ -213,27 +228,37 @@ class PPOLoss(LossModule):
         ``log M`` through ``delta``. ``delta`` is None when neither is in use.
         """
         keys = self._tensor_keys
-        prev_log_prob = td[keys.sample_log_prob]
+        prev_log_prob = _stored(td, keys.sample_log_prob)
+        if prev_log_prob is None:
+            raise KeyError(f"Couldn't find the log-prob {keys.sample_log_prob} in the input data.")
         if prev_log_prob.requires_grad:
-            raise RuntimeError(f"The stored log-prob {keys.sample_log_prob!r} must not require grad.")
-        action = td[keys.action]
-        if action.requires_grad:
-            raise RuntimeError(f"The stored action {keys.action!r} must not require grad.")
+            raise RuntimeError(f"tensordict stored {keys.sample_log_prob} requires grad.")
         with self._params_of("actor_network"):
             dist = get_dist(self.actor_network, td)
+        if isinstance(dist, CompositeDistribution):
+            action = td.select(*(keys.action if isinstance(keys.action, list) else [keys.action]))
+            if not is_tensor_collection(prev_log_prob):
+                warnings.warn("You are using a composite distribution, yet your log-probability is a tensor. Make "
+                              "sure you have called tensordict.nn.set_composite_lp_aggregate(False).set() at the "
+                              "beginning of your script to get a proper composite log-prob.", UserWarning,
+                              stacklevel=4)
+        else:
+            action = td[keys.action]
+        if action.requires_grad:
+            raise RuntimeError(f"tensordict stored {keys.action} requires grad.")
         log_prob = dist.log_prob(action)
         delta = None
         if self.delay_actor:
             with torch.no_grad():
                 reference = self._proximal_dist(td).log_prob(action)
-            delta = (reference - prev_log_prob).unsqueeze(-1)
+            delta = log_ratio(reference, prev_log_prob).unsqueeze(-1)
         else:
             reference = prev_log_prob
-        log_weight = (log_prob - reference).unsqueeze(-1)
+        log_weight = log_ratio(log_prob, reference).unsqueeze(-1)
         if self.max_importance_ratio is not None:
             cap = math.log(float(self.max_importance_ratio)) - log_weight.detach()
             delta = cap.clamp_max(0) if delta is None else torch.minimum(delta, cap)
-        return log_weight, delta, dist, (reference - log_prob).unsqueeze(-1)
+        return log_weight, delta, dist, log_ratio(reference, log_prob).unsqueeze(-1)
 
     def _proximal_dist(self, td: TensorDictBase):
         """The policy under the delayed (target) actor parameters, evaluated without gradient."""
@@ -249,6 +274,33 @@ class PPOLoss(LossModule):
         """The policy term(s): ``loss_objective`` and the loss-specific logged values."""
         return {"loss_objective": -self._behaviour(log_weight, delta).exp() * advantage}
 
+    def _weighted_loss_entropy(self, entropy: torch.Tensor | TensorDictBase) -> torch.Tensor:
+        """``-entropy_coeff * H``, or ``-sum_h c_h H_h`` over the heads with a mapping of coefficients.
+
+        A mapping is keyed by each head's entropy key (``<sample key>_entropy``, as in
+        ``composite_entropy``) or by its log-prob key (``<sample key>_log_prob``).
+        """
+        if self._entropy_coeff_map is None:
+            return -self.entropy_coeff * sum_heads(entropy)
+        loss = None
+        for head, head_entropy in entropy.items(include_nested=True, leaves_only=True):
+            if head_entropy.ndim > entropy.batch_dims:  # a head with feature dims: its joint entropy
+                head_entropy = head_entropy.flatten(entropy.batch_dims, -1).sum(-1)
+            term = -self._head_entropy_coeff(head) * head_entropy
+            loss = term if loss is None else loss + term
+        return loss
+
+    def _head_entropy_coeff(self, head: NestedKey) -> float:
+        names = [head]
+        last = head if isinstance(head, str) else head[-1]
+        if last.endswith("_entropy"):
+            log_prob_last = last[: -len("_entropy")] + "_log_prob"
+            names.append(log_prob_last if isinstance(head, str) else (*head[:-1], log_prob_last))
+        for name in names:
+            if name in self._entropy_coeff_map:
+                return self._entropy_coeff_map[name]
+        raise KeyError(f"Missing entropy coeff for head '{head}'")
+
     def _critic_active(self) -> bool:
         return self.critic_network is not None and self.critic_coeff is not None and bool(self.critic_coeff > 0)
 
@@ -257,8 +309,19 @@ class PPOLoss(LossModule):
         keys = self._tensor_keys
         if self.separate_losses:
             tensordict = tensordict.detach()
-        target = tensordict[keys.value_target]
-        old_value = tensordict[keys.value] if self.clip_value is not None else None
+        target = tensordict.get(keys.value_target, None)
+        if target is None:
+            raise KeyError(f"the key {keys.value_target} was not found in the input tensordict. Make sure you "
+                           "provided the right key and the value_target (i.e. the target return) has been "
+                           "retrieved accordingly. Advantage classes such as GAE, TDLambdaEstimate and "
+                           "TDEstimate all return a 'value_target' entry that can be used for the value loss.")
+        old_value = None
+        if self.clip_value is not None:
+            old_value = tensordict.get(keys.value, None)
+            if old_value is None:
+                raise KeyError(f"clip_value is set to {float(self.clip_value)}, but the key {keys.value} was not "
+                               "found in the input tensordict. Pass the critic's values of the collected states "
+                               f"under {keys.value!r} (set_keys(value=...) names another entry).")
         with self._params_of("critic_network"):
             value = call_module(self.critic_network, tensordict.select(*self.critic_network.in_keys))[keys.value]
         clip_fraction = None
@@ -280,8 +343,10 @@ class PPOLoss(LossModule):
         out["kl_approx"] = kl_approx.detach().mean()
         if self.entropy_bonus:
             ent = entropy(dist, self.samples_mc_entropy).unsqueeze(-1)
-            out["entropy"] = ent.detach().mean()
-            out["loss_entropy"] = -self.entropy_coeff * ent
+            if is_tensor_collection(ent):
+                out["composite_entropy"] = ent.detach()  # per head
+            out["entropy"] = sum_heads(ent).detach().mean()
+            out["loss_entropy"] = self._weighted_loss_entropy(ent)
         if self._critic_active():
             out["loss_critic"], clip_fraction, ev = self.loss_critic(td)
             if clip_fraction is not None:

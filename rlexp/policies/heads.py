@@ -14,7 +14,7 @@ from tensordict.nn import ProbabilisticTensorDictModule, TensorDictModule
 from tensordict.utils import NestedKey
 from torch import nn
 
-from rlexp.modules.distributions import IndependentNormal, TanhNormal
+from rlexp.modules.distributions import IndependentNormal, MultiCategorical, TanhNormal
 from rlexp.registry import ConfigError
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
@@ -58,11 +58,13 @@ def action_head(action_space: spaces.Space, in_key: NestedKey, trunk: nn.Module,
                 ) -> tuple[TensorDictModule, ProbabilisticTensorDictModule]:
     """``(params, sampler)`` reading ``in_key`` through ``trunk`` (output ``width``).
 
-    Discrete actions: categorical over logits. Box actions: ``normal`` (Independent Normal, the
-    sample is clipped to the bounds only inside the env) or ``tanh_normal`` (squashed into the
-    bounds, Monte-Carlo entropy). ``auto`` picks categorical or normal from the action space.
+    Discrete actions: categorical over logits. MultiDiscrete actions: one categorical per dimension
+    (``MultiCategorical``, log-probs summed), from one linear layer of ``sum(nvec)`` logits. Box
+    actions: ``normal`` (Independent Normal, the sample is clipped to the bounds only inside the env)
+    or ``tanh_normal`` (squashed into the bounds, Monte-Carlo entropy). ``auto`` picks categorical or
+    normal from the action space.
     """
-    discrete = isinstance(action_space, spaces.Discrete)
+    discrete = isinstance(action_space, (spaces.Discrete, spaces.MultiDiscrete))
     if distribution not in DISTRIBUTIONS:
         raise ConfigError(f"policy.distribution={distribution!r}; choose one of: {', '.join(DISTRIBUTIONS)}.")
     if distribution != "auto" and discrete != (distribution == "categorical"):
@@ -70,6 +72,14 @@ def action_head(action_space: spaces.Space, in_key: NestedKey, trunk: nn.Module,
             ", ".join(CONTINUOUS)
         raise ConfigError(f"policy.distribution={distribution} does not fit the env's action space {action_space} "
                           f"({kind}).")
+    if isinstance(action_space, spaces.MultiDiscrete):
+        nvec = [int(n) for n in action_space.nvec]
+        logits = nn.Sequential(trunk, orthogonal(nn.Linear(width, sum(nvec)), 0.01))
+        params = TensorDictModule(logits, in_keys=[in_key], out_keys=["logits"])
+        sampler = ProbabilisticTensorDictModule(in_keys=["logits"], out_keys=["action"],
+                                                distribution_class=MultiCategorical,
+                                                distribution_kwargs={"nvec": nvec}, return_log_prob=True)
+        return params, sampler
     if discrete:
         logits = nn.Sequential(trunk, orthogonal(nn.Linear(width, int(action_space.n)), 0.01))
         params = TensorDictModule(logits, in_keys=[in_key], out_keys=["logits"])
@@ -78,7 +88,8 @@ def action_head(action_space: spaces.Space, in_key: NestedKey, trunk: nn.Module,
                                                 return_log_prob=True)
         return params, sampler
     if not isinstance(action_space, spaces.Box):
-        raise ConfigError(f"policy {policy!r} does not support action space {action_space}; use Discrete or Box.")
+        raise ConfigError(f"policy {policy!r} does not support action space {action_space}; use Discrete, "
+                          "MultiDiscrete or Box.")
     distribution = "normal" if distribution == "auto" else distribution
     gaussian = GaussianHead(trunk, width, int(math.prod(action_space.shape)), log_std_init)
     params = TensorDictModule(gaussian, in_keys=[in_key], out_keys=["loc", "scale"])

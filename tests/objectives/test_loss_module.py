@@ -1,5 +1,6 @@
 """LossModule helper API (spec 1): keys, value estimators, reduction/masks, functional params, buffers."""
 
+import copy as copy_module
 from dataclasses import dataclass
 
 import pytest
@@ -11,7 +12,7 @@ from torch import nn
 
 from rlexp.modules.recurrent_mode import recurrent_mode
 from rlexp.objectives import ClipPPOLoss, LossModule, PPOLoss, ValueEstimators, add_random_module
-from rlexp.objectives.reduction import find_loss_mask, reduce_loss
+from rlexp.objectives.utils import find_loss_mask, reduce_loss
 from rlexp.objectives.value import GAE, TD0Estimator, TD1Estimator, TDLambdaEstimator
 
 
@@ -113,10 +114,11 @@ def test_make_value_estimator_instance_class_and_errors():
     loss.set_keys(value_target="vt", advantage="adv")
     given = GAE(gamma=0.9, lmbda=0.5, value_network=critic)
     loss.make_value_estimator(given)
-    assert loss.value_estimator is given and loss.value_type == ValueEstimators.GAE
+    assert loss.value_estimator is given and loss.value_type is GAE  # the class, as torchrl stores it
     assert given.tensor_keys.value_target == "vt" and given.tensor_keys.advantage == "adv"
     loss.make_value_estimator(TD1Estimator, gamma=0.7, value_network=critic)
     assert isinstance(loss.value_estimator, TD1Estimator) and float(loss.value_estimator.gamma) == pytest.approx(0.7)
+    assert loss.value_type is TD1Estimator
     assert loss.value_estimator.tensor_keys.value_target == "vt"
     loss.set_keys(value_target="target2")
     assert loss.value_estimator.tensor_keys.value_target == "target2"  # later renames are forwarded
@@ -174,14 +176,20 @@ def test_convert_to_functional_and_stateful_nets():
         next(actor.parameters()).add_(1.0)
     torch.testing.assert_close(next(iter(target.values(True, True))), next(iter(params.values(True, True))))
     copy = loss.get_stateful_net("actor_network")
-    assert copy is not actor and all(a is not b for a, b in zip(copy.parameters(), actor.parameters()))
-    for a, b in zip(copy.parameters(), actor.parameters()):
-        torch.testing.assert_close(a, b)
+    # A copy of the structure holding the stored parameter tensors themselves: initialising it in place
+    # initialises the loss.
+    assert copy is not actor and copy.module[0] is not actor.module[0]
+    assert [id(p) for p in copy.parameters()] == [id(p) for p in params.values(True, True)]
     with torch.no_grad():
         for p in copy.parameters():
             p.fill_(0.25)
-    loss.from_stateful_net("actor_network", copy)
     assert all(bool((p == 0.25).all()) for p in actor.parameters())
+    independent = copy_module.deepcopy(copy)
+    with torch.no_grad():
+        for p in independent.parameters():
+            p.fill_(-1.5)
+    loss.from_stateful_net("actor_network", independent)
+    assert all(bool((p == -1.5).all()) for p in actor.parameters())
     assert loss.get_stateful_net("actor_network", copy=False) is actor
     with pytest.raises(RuntimeError):
         loss.from_stateful_net("actor_network", critic)
@@ -237,9 +245,65 @@ def test_register_coeff_buffer():
     assert loss.coef.dtype == torch.float32 and loss.coef.shape == () and "coef" in dict(loss.named_buffers())
     loss.register_coeff_buffer("absent", None)
     assert loss.absent is None
-    for bad in (True, torch.ones(2)):
-        with pytest.raises(ValueError):
+    for bad in (True, torch.ones(2), "0.1", [0.1]):
+        with pytest.raises(ValueError, match="bad must be a float or a scalar tensor"):
             loss.register_coeff_buffer("bad", bad)
+    loss.register_coeff_buffer("wide", 0.1, dtype=torch.float64, device="cpu")
+    assert loss.wide.dtype == torch.float64 and float(loss.wide) == 0.1
+    loss.register_coeff_buffer("count", 3, dtype=torch.int64)
+    assert loss.count.dtype == torch.int64 and int(loss.count) == 3
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, (), ("mask", 0), ["mask"], b"mask"])
+def test_loss_mask_key_rejects_non_keys(bad):
+    loss = KeyedLoss()
+    with pytest.raises(ValueError, match="loss_mask_key must be 'auto', None or a NestedKey"):
+        loss.loss_mask_key = bad
+    assert loss.loss_mask_key == "auto"
+    for good in ("mask", ("collector", "mask"), ("auto",), None, "auto"):
+        loss.loss_mask_key = good
+        assert loss.loss_mask_key == good
+    td = TensorDict({"auto": torch.tensor([True, False])}, [2])
+    loss.loss_mask_key = ("auto",)  # an entry literally named "auto", not the discovery mode
+    assert loss._reduce_losses(td, {"loss_x": torch.tensor([[2.0], [8.0]])}, "mean")["loss_x"] == 2.0
+
+
+def test_reset_parameters_recursive_reaches_functional_networks():
+    actor, critic = actor_critic()
+    loss = ClipPPOLoss(actor, critic, delay_actor=True)
+    before = {name: p.detach().clone() for name, p in loss.named_parameters()}
+    target_before = loss.target_actor_network_params.clone()
+    torch.manual_seed(1)
+    loss.reset_parameters_recursive()
+    # The same tensors hold new values, drawn as nn.Linear.reset_parameters draws them.
+    torch.manual_seed(1)
+    # Network by network in the order they were stored, each with its target parameters right after it.
+    fresh_actor, fresh_target, fresh_critic = nn.Linear(3, 2), nn.Linear(3, 2), nn.Linear(3, 1)
+    after = dict(loss.named_parameters())
+    assert after.keys() == before.keys() and all(not torch.equal(after[k], before[k]) for k in after)
+    torch.testing.assert_close(actor.module[0].module[0].weight, fresh_actor.weight)
+    torch.testing.assert_close(critic.module.weight, fresh_critic.weight)
+    target = loss.target_actor_network_params
+    torch.testing.assert_close(target["module", "0", "module", "0", "weight"], fresh_target.weight)
+    assert not torch.equal(target["module", "0", "module", "0", "weight"],
+                           target_before["module", "0", "module", "0", "weight"])
+
+
+def test_convert_to_functional_list_of_modules_stacks_them():
+    torch.manual_seed(0)
+    critics = [TensorDictModule(nn.Linear(3, 1), in_keys=["observation"], out_keys=["state_value"])
+               for _ in range(3)]
+    loss = KeyedLoss()
+    loss.convert_to_functional(critics, "value_net", expand_dim=3)
+    params = loss.value_net_params
+    assert params.batch_size == (3,) and loss.value_net is critics[0]
+    stacked = params["module", "weight"]
+    assert isinstance(stacked, nn.Parameter) and stacked.is_leaf  # trained as one new parameter
+    assert any(p is stacked for p in loss.parameters())
+    for i, critic in enumerate(critics):
+        torch.testing.assert_close(params["module", "weight"][i], critic.module.weight.detach())
+    with pytest.raises(RuntimeError, match="expand_dim"):
+        KeyedLoss().convert_to_functional(critics, "value_net", expand_dim=2)
 
 
 def test_convert_to_functional_expand_dim_stacks_copies():

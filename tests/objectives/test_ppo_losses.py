@@ -401,12 +401,17 @@ def test_forward_input_errors():
     policy = Policy("categorical")
     td = make_batch(policy, 6)
     loss = PPOLoss(policy.actor, policy.critic)
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="Couldn't find the log-prob action_log_prob in the input data"):
         loss(td.exclude("action_log_prob"))
     bad = td.clone()
     bad["action_log_prob"] = bad["action_log_prob"].requires_grad_(True)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="tensordict stored action_log_prob requires grad"):
         loss(bad)
+    with pytest.raises(KeyError, match="the key value_target was not found in the input tensordict"):
+        loss(td.exclude("value_target"))
+    with pytest.raises(KeyError, match="clip_value is set to 0.5, but the key state_value was not found.*"
+                                       "Pass the critic's values of the collected states under 'state_value'"):
+        PPOLoss(policy.actor, policy.critic, clip_value=0.5)(td.exclude("state_value"))
     bad = td.clone()
     bad["advantage"] = bad["advantage"].squeeze(-1)  # [B] broadcast against [B, 1] -> [B, B]
     with pytest.raises(ValueError):

@@ -74,6 +74,37 @@ def test_defaults_match_reference_and_write_values(ref, name):
                                       ("next", "done"), ("next", "terminated")}
 
 
+@pytest.mark.parametrize("name", ["gae", "td0", "td1", "td_lambda"])
+def test_shifted_false_accepted_and_true_refused_alike(ref, name):
+    critic = make_critic()
+    td = make_rollout(ref)
+    build(name, critic, shifted=False)(td)
+    value, next_value = critic_values(critic, td)
+    torch.testing.assert_close(td["value_target"], expected(ref, name, td, value, next_value), **TOL)
+    cls_name = type(build(name, critic)).__name__
+    with pytest.raises(NotImplementedError, match=rf"{cls_name}\(shifted=True\) is not supported.*shifted=False"):
+        build(name, critic, shifted=True)
+
+
+@pytest.mark.parametrize("name", ["gae", "td0", "td1", "td_lambda"])
+def test_nan_next_observation_replaced_by_root_observation(ref, name):
+    critic = make_critic()
+    td = make_rollout(ref)
+    td["next", "terminated"][0, 3] = td["next", "done"][0, 3] = True  # terminal: V' is masked out
+    td["next", "done"][1, 5], td["next", "terminated"][1, 5] = True, False  # truncation: V' is bootstrapped
+    for b, t in ((0, 3), (1, 5)):
+        td["next", "observation"][b, t] = float("nan")
+    build(name, critic)(td)
+    assert torch.isnan(td["next", "observation"]).any()  # the caller's data is left as it was
+    filled = td.clone()
+    filled["next", "observation"] = torch.where(td["next", "observation"].isnan(), td["observation"],
+                                                td["next", "observation"])
+    value, next_value = critic_values(critic, filled)
+    target = expected(ref, name, filled, value, next_value)
+    assert torch.isfinite(td["advantage"]).all()
+    torch.testing.assert_close(td["value_target"], target, **TOL)
+
+
 def test_tensor_keys_defaults():
     keys = GAE(gamma=0.9, lmbda=0.9, value_network=None).tensor_keys
     assert (keys.advantage, keys.value_target, keys.value, keys.reward, keys.done, keys.terminated,
@@ -207,7 +238,7 @@ def test_is_init_of_next_is_or_ed_with_root(ref):
 def test_set_keys_and_errors(ref):
     critic = TensorDictModule(nn.Linear(OBS, 1), in_keys=["observation"], out_keys=["v"])
     estimator = GAE(gamma=0.9, lmbda=0.8, value_network=critic)
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"value key 'state_value' not found in value network out_keys \['v'\]"):
         estimator.set_keys(value="state_value")  # not an output of the value network
     estimator.set_keys(value="v", advantage="adv", reward="rew")
     td = make_rollout(ref)
@@ -215,12 +246,17 @@ def test_set_keys_and_errors(ref):
     estimator(td)
     assert "adv" in td.keys() and "v" in td.keys() and estimator.out_keys == ["adv", "value_target"]
     assert ("next", "rew") in estimator.in_keys
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="not_a_key is not an accepted tensordict key for advantages"):
         estimator.set_keys(not_a_key="x")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tensordict keys cannot be None"):
         estimator.set_keys(advantage=None)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="key name must be of type NestedKey"):
+        estimator.set_keys(advantage=3)
+    with pytest.raises(RuntimeError, match=r"Setting 'advantage_key' via constructor is deprecated, use "
+                                           r"\.set_keys\(advantage='some_key'\) instead"):
         GAE(gamma=0.9, lmbda=0.8, value_network=critic, advantage_key="a")
+    with pytest.raises(ValueError, match="shifted must be a boolean, got 'no'"):
+        GAE(gamma=0.9, lmbda=0.8, value_network=critic, shifted="no")
     with pytest.raises(RuntimeError):
         estimator(TensorDict({}, []))
 

@@ -34,6 +34,23 @@ def _standardize(x: torch.Tensor, min_std: float) -> torch.Tensor:
     return (x - x.mean()) / x.std().clamp_min(min_std)
 
 
+def _nan_to_root(nxt: TensorDictBase, root: TensorDictBase) -> TensorDictBase:
+    """``nxt`` with NaN entries of its float inputs replaced by the root input at the same place.
+
+    A next observation that is absent (NaN) at a trajectory end would otherwise give ``V = NaN``,
+    which ``(1 - terminated) * V`` does not remove (``0 * NaN = NaN``). At a terminal step the
+    substitute is masked out; at a truncation it stands in for the missing observation.
+    """
+    for key, value in nxt.items(True, True):
+        if value.is_floating_point():
+            fallback = root.get(key, None)
+            if fallback is not None and fallback.shape == value.shape:
+                nan = torch.isnan(value)
+                if nan.any():
+                    nxt.set(key, torch.where(nan, fallback, value))
+    return nxt
+
+
 class EstimatorKeys:
     """Mixin: ``tensor_keys``/``set_keys`` over a nested ``_AcceptedKeys`` dataclass.
 
@@ -50,10 +67,13 @@ class EstimatorKeys:
         """Rename tensordict keys; unknown names raise ``KeyError``, ``None`` values ``ValueError``."""
         names = {f.name for f in fields(self._AcceptedKeys)}
         for name, value in kwargs.items():
-            if name not in names:
-                raise KeyError(f"{name} is not an accepted tensordict key of {type(self).__name__}: {sorted(names)}.")
             if value is None:
-                raise ValueError(f"Key {name} cannot be None.")
+                raise ValueError("tensordict keys cannot be None")
+            if not isinstance(value, (NestedKey, list)):
+                raise ValueError(f"key name must be of type NestedKey (Union[str, Tuple[str]]) but got {type(value)}")
+            if name not in names:
+                raise KeyError(f"{name} is not an accepted tensordict key for advantages; {type(self).__name__} "
+                               f"accepts {sorted(names)}.")
             self._check_key(name, value)
         for name, value in kwargs.items():
             setattr(self._tensor_keys, name, value)
@@ -92,10 +112,21 @@ class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
 
     def __init__(self, *, value_network: TensorDictModuleBase | None, differentiable: bool = False,
                  skip_existing: bool | None = None, time_dim: int | None = None,
-                 advantage_key=None, value_target_key=None, value_key=None, device=None):
+                 advantage_key=None, value_target_key=None, value_key=None, device=None, shifted: bool = False):
         super().__init__()
-        if advantage_key is not None or value_target_key is not None or value_key is not None:
-            raise RuntimeError("advantage_key, value_target_key and value_key are deprecated; use set_keys().")
+        if not isinstance(shifted, bool):
+            raise ValueError(f"shifted must be a boolean, got {shifted!r}.")
+        if shifted:
+            # torchrl's shifted=True reads V(s_{t+1}) off the next row of one value call over the
+            # observations; rlexp always evaluates the "next" observations themselves, so the
+            # option is refused rather than silently ignored.
+            raise NotImplementedError(f"{type(self).__name__}(shifted=True) is not supported by rlexp: the value "
+                                      "network always runs on the root and 'next' observations (shifted=False).")
+        for name, value in (("advantage_key", advantage_key), ("value_target_key", value_target_key),
+                            ("value_key", value_key)):
+            if value is not None:
+                raise RuntimeError(f"Setting '{name}' via constructor is deprecated, use "
+                                   f".set_keys({name[:-len('_key')]}='some_key') instead.")
         if device is None and value_network is not None:
             device = next((p.device for p in value_network.parameters()), None)
         self._device = device
@@ -114,8 +145,7 @@ class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
     # keys ----------------------------------------------------------------------------------------
     def _check_key(self, name: str, value: NestedKey) -> None:
         if name == "value" and self.value_network is not None and value not in self.value_network.out_keys:
-            raise KeyError(f"value key {value!r} is not among the value network's out_keys "
-                           f"{self.value_network.out_keys}.")
+            raise KeyError(f"value key '{value}' not found in value network out_keys {self.value_network.out_keys}")
 
     def _set_in_keys(self) -> None:
         keys = self._tensor_keys
@@ -158,7 +188,7 @@ class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
             return value, next_value
         in_keys = list(net.in_keys)
         root = tensordict.select(*in_keys, strict=False)
-        nxt = tensordict["next"].select(*in_keys, strict=False)
+        nxt = _nan_to_root(tensordict["next"].select(*in_keys, strict=False), root)
         if "is_init" in root.keys():
             is_init = root.get("is_init")
             nxt.set("is_init", nxt.get("is_init") | is_init if "is_init" in nxt.keys() else is_init)

@@ -29,11 +29,9 @@ class GAE(ValueEstimatorBase):
                  skip_existing: bool | None = None, advantage_key=None, value_target_key=None,
                  value_key=None, shifted: bool = False, device: torch.device | None = None,
                  time_dim: int | None = None, auto_reset_env: bool = False, deactivate_vmap: bool = False):
-        if shifted:
-            raise NotImplementedError("GAE(shifted=True) is not supported by rlexp.")
         super().__init__(value_network=value_network, differentiable=differentiable,
                          skip_existing=skip_existing, time_dim=time_dim, advantage_key=advantage_key,
-                         value_target_key=value_target_key, value_key=value_key, device=device)
+                         value_target_key=value_target_key, value_key=value_key, device=device, shifted=shifted)
         self._scalar_buffer("gamma", gamma)
         self._scalar_buffer("lmbda", lmbda)
         self.average_gae = average_gae

@@ -60,7 +60,7 @@ class GroupRelativeEstimator(EstimatorKeys, TensorDictModuleBase):
       rewards first, as DeepSeekMath does, gives 0 for constant per-step rewards like CartPole's.)
 
     ``std="unbiased"`` (Bessel, as torchrl's MCAdvantage) or ``"biased"``; ``eps`` is added to the
-    std (issue 4's formula). A group (or step) whose values are all equal (up to float rounding,
+    std. A group (or step) whose values are all equal (up to float rounding,
     ``EQUAL_RTOL``), including a single running row, gets exactly 0; so does padding. There is no
     critic, so ``value_network`` must be None. ``group_statistics`` gives per-iteration diagnostics.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tensordict.nn import TensorDictModuleBase
 
-from rlexp.objectives.signature import inherit_keywords
+from rlexp.objectives.utils import inherit_keywords
 from rlexp.objectives.value.base import ValueEstimatorBase, _standardize
 from rlexp.objectives.value.functional import (
     td0_return_estimate,
@@ -28,10 +28,10 @@ class _TDEstimator(ValueEstimatorBase):
     def __init__(self, *, gamma: float | torch.Tensor, value_network: TensorDictModuleBase | None,
                  average_rewards: bool = False, differentiable: bool = False, skip_existing: bool | None = None,
                  advantage_key=None, value_target_key=None, value_key=None, device: torch.device | None = None,
-                 time_dim: int | None = None, deactivate_vmap: bool = False):
+                 time_dim: int | None = None, deactivate_vmap: bool = False, shifted: bool = False):
         super().__init__(value_network=value_network, differentiable=differentiable,
                          skip_existing=skip_existing, time_dim=time_dim, advantage_key=advantage_key,
-                         value_target_key=value_target_key, value_key=value_key, device=device)
+                         value_target_key=value_target_key, value_key=value_key, device=device, shifted=shifted)
         self._scalar_buffer("gamma", gamma)
         self.average_rewards = average_rewards
         self.deactivate_vmap = deactivate_vmap
