@@ -108,7 +108,7 @@ def summary(values: list[float]) -> str:
     return f"{statistics.mean(values):,.1f} +- {statistics.stdev(values):,.1f} ({len(values)} seeds)"
 
 
-def report() -> None:
+def report(note: str | None = None) -> None:
     lines = ["# MuJoCo: rlexp against CleanRL's published PPO table", "",
              "Written by `python experiments/benchmarks/mujoco.py report` from the run folders under "
              "`outputs/benchmarks/mujoco/`.", "Metric: mean raw return of the last 100 training episodes, "
@@ -139,6 +139,8 @@ def report() -> None:
                          f"{statistics.mean(finals) / mean:.2f}x | {summary([r['eval'] for r in runs])} | "
                          f"{fps:,.0f} | {statistics.median(walls) if walls else float('nan'):,.0f} |")
             curves[(env, config)] = [r["curve"] for r in runs]
+    if note:
+        lines += ["", note]
     (RESULTS / "mujoco.md").write_text("\n".join(lines) + "\n\n![learning curves](mujoco.png)\n")
     plot(curves)
     print("\n".join(lines))
@@ -176,11 +178,12 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--note", help="report: a paragraph added under the table (conditions of the runs)")
     parser.add_argument("--cleanrl-script", type=Path)
     parser.add_argument("--cleanrl-python", type=Path)
     args = parser.parse_args()
     if args.action == "report":
-        report()
+        report(args.note)
         return
     RUNS.mkdir(parents=True, exist_ok=True)
     if "cleanrl_script" in args.configs and not (args.cleanrl_script and args.cleanrl_python):
