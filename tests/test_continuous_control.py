@@ -153,3 +153,15 @@ def test_missing_mujoco_is_one_line_and_exit_2(tmp_path):
     assert len(errors) == 1 and "env.id=Hopper-v5 needs a package that is not installed" in errors[0]
     assert "pip install -e '.[mujoco]'" in errors[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "wandb").exists()
+
+
+@pytest.mark.parametrize("env", MUJOCO_ENVS)
+def test_every_mujoco_option_builds_normalised_and_steps(env):
+    cfg = compose_config(f"env={env}", "env.num_envs=2")
+    built = build_env(cfg.env)
+    root = built.reset(seed=0)
+    action = torch.zeros(2, *built.action_space.shape)
+    step, _ = built.step_and_maybe_reset({**root, "action": action})
+    assert built.name.endswith("-v5") and built.normalizer is not None
+    assert torch.isfinite(step["next", "observation"]).all() and step["next", "observation"].shape[0] == 2
+    built.close()
