@@ -126,7 +126,8 @@ def report(note: str | None = None) -> None:
                 if done:
                     walls = [float((f / "wall_seconds.txt").read_text()) for f in done]
                     finals = [statistics.mean(script_returns(f / "stdout.log")[-100:]) for f in done]
-                    lines.append(f"| {env} | CleanRL's script, run here | {summary(finals)} | {mean:,.1f} +- {std:,.1f} "
+                    lines.append(f"| {env} | CleanRL's script, run here | {summary(finals)} | "
+                                 f"{mean:,.1f} +- {std:,.1f} "
                                  f"| {statistics.mean(finals) / mean:.2f}x | - | {1e6 / statistics.median(walls):,.0f} "
                                  f"(whole run) | {statistics.median(walls):,.0f} |")
                 continue

@@ -3,7 +3,7 @@
     python experiments/benchmarks/profile_trainer.py                        # CartPole, 32,768 frames
     python experiments/benchmarks/profile_trainer.py policy=gru env=cartpole_masked --top 40
     python experiments/benchmarks/profile_trainer.py --sort tottime         # time inside each function itself
-    python experiments/benchmarks/profile_trainer.py --write                # also experiments/results/profile_trainer.md
+    python experiments/benchmarks/profile_trainer.py --write      # also experiments/results/profile_trainer.md
 
 Positional arguments are Hydra overrides, as for ``python -m rlexp``; the run logs nothing and keeps no
 files. Besides the profile it prints the trainer's own per-phase wall times (the ``train/time_*`` metrics
