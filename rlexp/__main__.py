@@ -155,7 +155,8 @@ def seed_loggers(cfg: DictConfig, hydra_cfg: DictConfig, info) -> "Logger":
             OmegaConf.save(OmegaConf.create([*overrides, f"seed={seed}"]), folder / ".hydra" / "overrides.yaml")
             config = {**info.config, "seed": seed}
             built.append(loggers.build(cfg.logger, dataclasses.replace(
-                info, dir=folder, config=config, id=f"{info.id}-{k}", name=f"{info.name} seed={seed}")))
+                info, dir=folder, config=config, id=f"{info.id}-{k}", name=f"{info.name} seed={seed}",
+                concurrent=True)))
     except BaseException:
         for logger in built:
             logger.abandon()

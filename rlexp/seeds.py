@@ -1,7 +1,7 @@
 """Many seeds in one process: ``num_seeds=N`` trains seeds ``seed, seed+1, ..., seed+N-1`` as independent agents.
 
 Each seed has its own envs (a block of ``env.num_envs`` sub-envs of one vector env, with statistics
-and episode records of its own, seeded from the seed), its own evaluation envs, networks, adaptive
+and episode records of its own), its own evaluation envs, networks, adaptive
 loss coefficients (KLPEN's beta) and optimiser state. The
 seeds' parameters are stacked on a leading seed dimension and every network call runs once for all
 seeds under ``torch.func.vmap``: the losses and value estimators are the ordinary classes, called
@@ -50,19 +50,14 @@ def stack_parameters(modules: Sequence[torch.nn.Module], buffers: Sequence[str] 
     The modules must share one architecture; ``buffers`` are state that differs per seed once
     training starts (the other buffers, constants such as loss coefficients, stay unbatched).
     """
-    first = TensorDict.from_module(modules[0])
-    keys = [key for key, value in first.items(True, True)
+    each = [TensorDict.from_module(module) for module in modules]
+    keys = [key for key, value in each[0].items(True, True)
             if isinstance(value, torch.nn.Parameter) or (key if isinstance(key, str) else key[-1]) in buffers]
-    stacked = TensorDict.from_modules(*modules).select(*keys)
-    is_parameter = {key: isinstance(first[key], torch.nn.Parameter) for key in keys}
-    return TensorDictParams(stacked.named_apply(
-        lambda key, value: torch.nn.Parameter(value.detach().clone()) if is_parameter[key] else value.detach().clone(),
-        nested_keys=True), no_convert=True)
-
-
-def env_seeds(seed: int, num_envs: int) -> list[int]:
-    """Reset seeds of one seed's sub-envs: its own stream, so no two seeds of a run share initial states."""
-    return np.random.SeedSequence(seed).generate_state(num_envs).tolist()
+    stacked = TensorDict(batch_size=[len(modules)])
+    for key in keys:
+        value = torch.stack([td[key].detach() for td in each])
+        stacked[key] = torch.nn.Parameter(value) if isinstance(each[0][key], torch.nn.Parameter) else value
+    return TensorDictParams(stacked, no_convert=True)
 
 
 def by_seed(step: Mapping, seeds: int, device: torch.device) -> Step:
@@ -104,7 +99,7 @@ class SeedsTrainer:
         self.parameters = [p for p in self.params.values(True, True) if isinstance(p, torch.nn.Parameter)]
         self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, foreach=True)
         self.steps = cfg.collector.frames_per_batch // self.num_envs
-        self._root = env.reset(seed=[s for seed in self.seeds for s in env_seeds(seed, self.num_envs)])
+        self._root = env.reset(seed=cfg.seed)  # one seed for the vector env: its sub-envs draw apart
         self.stopped = np.zeros(len(self.seeds), dtype=bool)
         self.skipped_batches = np.zeros(len(self.seeds), dtype=np.int64)
         self.progress = Progress(next_eval=cfg.eval.interval, next_checkpoint=cfg.checkpoint.interval,
@@ -233,8 +228,7 @@ class SeedsTrainer:
         progress, n, env = self.progress, len(self.seeds), self.eval_env
         env.freeze_statistics(self.env.normalizer)
         seed = progress.eval_seed  # the first evaluation's; later ones continue the eval envs' RNGs
-        root = env.reset(seed=None if seed is None else
-                         [s for k in range(n) for s in env_seeds(seed + k, self.cfg.eval.episodes)])
+        root = env.reset(seed=seed)
         returns = torch.zeros(env.num_envs)
         lengths = torch.zeros(env.num_envs, dtype=torch.long)
         running = torch.ones(env.num_envs, dtype=torch.bool)
@@ -271,8 +265,7 @@ class SeedsTrainer:
         if self.env.load_state_dict(state["collector"]["env"]):
             self._root = dict(state["collector"]["root"])
         else:  # envs that cannot be pickled: fresh seeds, as Trainer does
-            self._root = self.env.reset(seed=[s for seed in self.seeds for s in
-                                              env_seeds(seed + self.progress.iteration, self.num_envs)])
+            self._root = self.env.reset(seed=self.cfg.seed + self.progress.iteration)
         self.eval_env.load_state_dict(state["eval_env"])
         set_rng_states(state["rng"])
 

@@ -6,13 +6,18 @@ torch's ``clip_grad_norm_``, stepped one seed at a time on the same minibatches.
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
 
-from support import compose_config, read_wandb_runs, run_cli
+from support import cli_env, compose_config, read_wandb_runs, resume_cli, run_cli, wait_for
+from test_resume import metrics
 from rlexp.compare.runs import load_runs
 from rlexp.envs import NormalizeConfig, Normalizer
 from rlexp.loggers import Logger
@@ -90,7 +95,9 @@ def test_each_seed_updates_as_its_own_run_would(overrides):
 
 
 def test_seeds_start_apart_and_stay_apart():
+    environment = dict(os.environ)
     seeds = trainer()
+    assert dict(os.environ) == environment  # child processes (a joblib sweep's workers) inherit it
     weights = [p for p in seeds.params.values(True, True)][0].data
     assert not torch.equal(weights[0], weights[1])  # networks initialised from each seed
     with unchecked_distributions():
@@ -251,3 +258,30 @@ def test_each_seed_is_an_ordinary_run(tmp_path):
         (run,) = [r["run"] for r in records if r["type"] == "run"]
         assert run["display_name"] == f"{overrides} seed={seed}" and run["run_group"] == "default"
         assert run["config"]["update"]["seed"] == seed
+        history = [r["history"]["item"] for r in records if r["type"] == "history"]
+        assert [row["frames"] for row in history] == [2048, 4096] and "loss_objective" in history[-1]
+
+
+@pytest.mark.e2e
+def test_a_killed_num_seeds_run_resumes_every_seed_exactly(tmp_path):
+    args = ["num_seeds=2", "collector.total_frames=8192", "collector.frames_per_batch=1024", "env.num_envs=8",
+            "eval.interval=2048", "eval.episodes=2", "checkpoint.interval=4096", "logger=csv"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_cli(whole, *args).returncode == 0
+    process = subprocess.Popen([sys.executable, "-m", "rlexp", f"hydra.run.dir={killed}", *args],
+                               env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for((killed / "checkpoints" / "checkpoint_000000004096.pt").exists)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert not (killed / "checkpoint.pt").exists(), "the run ended before it was killed"
+    result = resume_cli(killed)
+    assert result.returncode == 0, result.stderr
+    expected, resumed = (torch.load(folder / "checkpoint.pt", weights_only=False) for folder in (whole, killed))
+    for key, value in expected["params"].items():
+        assert torch.equal(resumed["params"][key], value), key
+    for seed in (0, 1):
+        assert metrics(killed / f"seed{seed}") == metrics(whole / f"seed{seed}")
+        assert len(metrics(whole / f"seed{seed}")) == 8
