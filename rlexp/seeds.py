@@ -34,7 +34,8 @@ from tensordict.nn import InteractionType, TensorDictParams, set_interaction_typ
 from torch.func import vmap
 
 from rlexp.checkpoint import rng_states, set_rng_states
-from rlexp.envs import Step, build_env, stack_steps
+from rlexp.collector import Collector, evaluate
+from rlexp.envs import Step, build_env
 from rlexp.loggers import Logger
 from rlexp.modules.tensor_calls import module_calls
 from rlexp.policies import RecurrentStates
@@ -60,14 +61,19 @@ def stack_parameters(modules: Sequence[torch.nn.Module], buffers: Sequence[str] 
     return TensorDictParams(stacked, no_convert=True)
 
 
-def by_seed(step: Mapping, seeds: int, device: torch.device) -> Step:
-    """A vector env's step ``[seeds * n, ...]`` as ``[seeds, n, ...]`` on ``device``."""
-    return {key: value.reshape(seeds, -1, *value.shape[1:]).to(device) for key, value in step.items()}
+class SeedsPolicy:
+    """The seeds' actors as one collector policy, ``(step, deterministic=False) -> step``: a vector env's step
+    ``[seeds * n, ...]`` is seen as ``[seeds, n, ...]``, each seed's block acted on by its own parameters in one
+    vmapped call (through the tensor calls that reproduce the actor where it has them)."""
 
+    def __init__(self, actor, params: TensorDictBase, num_seeds: int, device: torch.device):
+        self.params, self.num_seeds, self.device = params, num_seeds, device
+        self._act = vmap(partial(_act, actor, module_calls(actor, step=True)), (0, 0, None), randomness="different")
 
-def by_env(step: Mapping) -> Step:
-    """``by_seed``'s inverse, on the CPU, where the envs step."""
-    return {key: value.reshape(-1, *value.shape[2:]).cpu() for key, value in step.items()}
+    def __call__(self, step: Step, deterministic: bool = False) -> Step:
+        step = {key: value.reshape(self.num_seeds, -1, *value.shape[1:]).to(self.device) for key, value in step.items()}
+        step = self._act(self.params, step, deterministic)
+        return {key: value.reshape(-1, *value.shape[2:]) for key, value in step.items()}
 
 
 class SeedsTrainer:
@@ -79,7 +85,7 @@ class SeedsTrainer:
         n = len(self.seeds)
         self.num_envs = cfg.env.num_envs  # per seed
         self.env = env = build_env(cfg.env, n * self.num_envs, groups=n)
-        self.eval_env = build_env(cfg.env, n * cfg.eval.episodes, evaluation=True)
+        self.eval_env = build_env(cfg.env, n * cfg.eval.episodes, evaluation=True)  # frozen copies: grouped too
         loss_modules = []
         for seed in self.seeds:  # each seed's networks initialised from its own seed
             torch.manual_seed(seed)
@@ -98,17 +104,15 @@ class SeedsTrainer:
         self.actor.train(not loss.actor_in_eval_mode)
         self.parameters = [p for p in self.params.values(True, True) if isinstance(p, torch.nn.Parameter)]
         self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, foreach=True)
-        self.steps = cfg.collector.frames_per_batch // self.num_envs
-        self._root = env.reset(seed=cfg.seed)  # one seed for the vector env: its sub-envs draw apart
+        self.policy = SeedsPolicy(self.actor, self.params["actor_network_params"], n, device)
+        # one seed for the whole vector env: its sub-envs, every seed's, draw apart
+        self.collector = Collector(env, self.policy, n * cfg.collector.frames_per_batch, device, seed=cfg.seed)
         self.stopped = np.zeros(len(self.seeds), dtype=bool)
         self.skipped_batches = np.zeros(len(self.seeds), dtype=np.int64)
         self.progress = Progress(next_eval=cfg.eval.interval, next_checkpoint=cfg.checkpoint.interval,
                                  eval_seed=cfg.seed + 1_000_003)
-        randomness = "different"
-        self._act = vmap(partial(_act, self.actor, module_calls(self.actor, step=True)), (0, 0, None),
-                         randomness=randomness)
-        self._loss = vmap(partial(_call_loss, loss), (0, 0), randomness=randomness)
-        self._values = vmap(partial(_estimate, loss.value_estimator), (0, 0), randomness=randomness)
+        self._loss = vmap(partial(_call_loss, loss), (0, 0), randomness="different")
+        self._values = vmap(partial(_estimate, loss.value_estimator), (0, 0), randomness="different")
 
     # the iteration's steps, as in Trainer ------------------------------------------------------------
     def anneal_learning_rate(self) -> float:
@@ -118,16 +122,9 @@ class SeedsTrainer:
             group["lr"] = lr
         return lr
 
-    @torch.no_grad()
     def collect(self) -> tuple[TensorDict, int]:
         """A rollout ``[num_seeds, num_envs, T]``; the frames are counted per seed."""
-        steps, n = [], len(self.seeds)
-        actor_params = self.params["actor_network_params"]
-        for _ in range(self.steps):
-            step = by_env(self._act(actor_params, by_seed(self._root, n, self.device), False))
-            step, self._root = self.env.step_and_maybe_reset(step)
-            steps.append(step)
-        rollout = stack_steps(steps).reshape(n, self.num_envs, -1).to(self.device)
+        rollout = self.collector.collect().reshape(len(self.seeds), self.num_envs, -1)
         new_frames = rollout[0].numel()
         self.progress.frames += new_frames
         return rollout, new_frames
@@ -212,7 +209,7 @@ class SeedsTrainer:
             raise NonFiniteLoss("loss or gradient in every seed", self.progress.iteration, self.progress.frames)
 
     def episode_metrics(self) -> dict[str, np.ndarray]:
-        episodes = self.env.pop_finished_episodes()
+        episodes = self.collector.finished_episodes()
         seed_of = episodes["env"] // self.num_envs
         per_seed = [episode_metrics({key: value[seed_of == k] for key, value in episodes.items()})
                     for k in range(len(self.seeds))]
@@ -225,23 +222,11 @@ class SeedsTrainer:
     @torch.no_grad()
     def evaluate(self) -> tuple[dict[str, np.ndarray], None]:
         """One deterministic episode per evaluation env and seed, on the seed's frozen training statistics."""
-        progress, n, env = self.progress, len(self.seeds), self.eval_env
-        env.freeze_statistics(self.env.normalizer)
-        seed = progress.eval_seed  # the first evaluation's; later ones continue the eval envs' RNGs
-        root = env.reset(seed=seed)
-        returns = torch.zeros(env.num_envs)
-        lengths = torch.zeros(env.num_envs, dtype=torch.long)
-        running = torch.ones(env.num_envs, dtype=torch.bool)
-        actor_params = self.params["actor_network_params"]
-        while running.any():
-            step = by_env(self._act(actor_params, by_seed(root, n, self.device), True))
-            step, root = env.step_and_maybe_reset(step)
-            returns += step["next", "reward"].squeeze(-1) * running
-            lengths += running
-            running &= ~step["next", "done"].squeeze(-1)
-        env.pop_finished_episodes()
-        progress.eval_metrics = {"eval/episode_return": returns.reshape(n, -1).mean(1).double().numpy(),
-                                 "eval/episode_length": lengths.reshape(n, -1).double().mean(1).numpy()}
+        progress, n = self.progress, len(self.seeds)
+        self.eval_env.freeze_statistics(self.env.normalizer)
+        results = evaluate(self.eval_env, self.policy, self.device, seed=progress.eval_seed)
+        progress.eval_metrics = {f"eval/{key}": value.reshape(n, -1).double().mean(1).numpy()
+                                 for key, value in results.items()}
         progress.eval_seed, progress.next_eval = None, progress.next_eval + self.cfg.eval.interval
         return progress.eval_metrics, None
 
@@ -252,8 +237,7 @@ class SeedsTrainer:
                 "progress": asdict(self.progress), "seeds": self.seeds, "params": self.params.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "stopped": self.stopped.copy(),
                 "skipped_batches": self.skipped_batches.copy(),
-                "collector": {"env": self.env.state_dict(), "root": dict(self._root)},
-                "eval_env": self.eval_env.state_dict(), "rng": rng_states()}
+                "collector": self.collector.state_dict(), "eval_env": self.eval_env.state_dict(), "rng": rng_states()}
 
     def load_state_dict(self, state: Mapping) -> None:
         if list(state["seeds"]) != self.seeds:
@@ -262,10 +246,7 @@ class SeedsTrainer:
         self.params.load_state_dict(state["params"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.stopped, self.skipped_batches = state["stopped"].copy(), state["skipped_batches"].copy()
-        if self.env.load_state_dict(state["collector"]["env"]):
-            self._root = dict(state["collector"]["root"])
-        else:  # envs that cannot be pickled: fresh seeds, as Trainer does
-            self._root = self.env.reset(seed=self.cfg.seed + self.progress.iteration)
+        self.collector.load_state_dict(state["collector"], seed=self.cfg.seed + self.progress.iteration)
         self.eval_env.load_state_dict(state["eval_env"])
         set_rng_states(state["rng"])
 
