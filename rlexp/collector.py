@@ -130,7 +130,8 @@ class EpisodeCollector:
         mask = rollout[MASK]
         truncated = (rollout["next", "truncated"].squeeze(-1) & mask).any(-1)
         self._episodes = {"return": (rollout["next", "reward"].squeeze(-1) * mask).sum(-1).cpu().numpy(),
-                          "length": mask.sum(-1).cpu().numpy(), "truncated": truncated.cpu().numpy()}
+                          "length": mask.sum(-1).cpu().numpy(), "truncated": truncated.cpu().numpy(),
+                          "env": np.arange(len(mask))}  # one episode per sub-env
 
 
 @torch.no_grad()

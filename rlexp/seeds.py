@@ -34,13 +34,13 @@ from tensordict.nn import InteractionType, TensorDictParams, set_interaction_typ
 from torch.func import vmap
 
 from rlexp.checkpoint import rng_states, set_rng_states
-from rlexp.collector import Collector, evaluate
+from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
 from rlexp.envs import Step, build_env
 from rlexp.loggers import Logger
 from rlexp.modules.tensor_calls import module_calls
 from rlexp.policies import RecurrentStates
 from rlexp.registry import ConfigError, losses, policies, value_estimators
-from rlexp.trainer import NonFiniteLoss, Progress, episode_metrics
+from rlexp.trainer import NonFiniteLoss, Progress, episode_metrics, prefixed
 
 STOPPED = "train/stopped"  # per seed: 1 from the iteration a non-finite update stopped it
 
@@ -59,6 +59,12 @@ def stack_parameters(modules: Sequence[torch.nn.Module], buffers: Sequence[str] 
         value = torch.stack([td[key].detach() for td in each])
         stacked[key] = torch.nn.Parameter(value) if isinstance(each[0][key], torch.nn.Parameter) else value
     return TensorDictParams(stacked, no_convert=True)
+
+
+def network_params(params: TensorDictBase, name: str) -> TensorDictBase:
+    """The stacked parameters of a loss's network: stored as ``<name>_params`` by a functional loss, under
+    the network's own name by one that holds it as a submodule (GRPO)."""
+    return params[f"{name}_params"] if f"{name}_params" in params.keys() else params[name]
 
 
 class SeedsPolicy:
@@ -90,7 +96,8 @@ class SeedsTrainer:
         for seed in self.seeds:  # each seed's networks initialised from its own seed
             torch.manual_seed(seed)
             actor, critic = policies.build(cfg.policy, env.observation_space, env.action_space)
-            loss_modules.append(losses.build(cfg.loss, actor.to(device), critic.to(device)).to(device))
+            critic = critic.to(device) if critic is not None else None
+            loss_modules.append(losses.build(cfg.loss, actor.to(device), critic).to(device))
         # The first loss is the template every seed runs through: its networks read the stacked
         # parameters swapped in per call (the loss's own mechanism for parameters it does not own).
         self.loss_module = loss = loss_modules[0]
@@ -104,9 +111,20 @@ class SeedsTrainer:
         self.actor.train(not loss.actor_in_eval_mode)
         self.parameters = [p for p in self.params.values(True, True) if isinstance(p, torch.nn.Parameter)]
         self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, foreach=True)
-        self.policy = SeedsPolicy(self.actor, self.params["actor_network_params"], n, device)
-        # one seed for the whole vector env: its sub-envs, every seed's, draw apart
-        self.collector = Collector(env, self.policy, n * cfg.collector.frames_per_batch, device, seed=cfg.seed)
+        self.policy = SeedsPolicy(self.actor, network_params(self.params, "actor_network"), n, device)
+        # One seed for the whole vector env: its sub-envs, every seed's, draw apart. Grouped episodes (GRPO):
+        # a seed's block of envs holds whole groups, as num_envs is a multiple of group_size.
+        if cfg.collector.group_size:
+            if env.max_episode_steps is None:
+                raise ConfigError(f"env {env.name} has no time limit, and grouped episode collection "
+                                  "(collector.group_size, used by loss=grpo) runs every episode to its end: set "
+                                  "env.max_episode_steps.")
+            self.collector = EpisodeCollector(env, self.policy, cfg.collector.group_size, device, seed=cfg.seed)
+        else:
+            self.collector = Collector(env, self.policy, n * cfg.collector.frames_per_batch, device, seed=cfg.seed)
+        self.reference = SeedsReference(self.actor, network_params(self.params, "actor_network"), loss) \
+            if getattr(loss, "kl_to_ref_coeff", None) else None
+        self.frames = np.zeros(n, dtype=np.int64)  # each seed's own; they differ with grouped whole episodes
         self.stopped = np.zeros(len(self.seeds), dtype=bool)
         self.skipped_batches = np.zeros(len(self.seeds), dtype=np.int64)
         self.progress = Progress(next_eval=cfg.eval.interval, next_checkpoint=cfg.checkpoint.interval,
@@ -123,26 +141,55 @@ class SeedsTrainer:
         return lr
 
     def collect(self) -> tuple[TensorDict, int]:
-        """A rollout ``[num_seeds, num_envs, T]``; the frames are counted per seed."""
+        """A rollout ``[num_seeds, num_envs, T]`` and its new frames per seed on average.
+
+        Each seed counts its own frames (its W&B step, ``frames``); the schedules (learning rate,
+        evaluations, checkpoints, the budget) follow their mean, which is every seed's count
+        when the rollouts have a fixed length.
+        """
         rollout = self.collector.collect().reshape(len(self.seeds), self.num_envs, -1)
-        new_frames = rollout[0].numel()
+        self.frames += rollout[MASK].flatten(1).sum(1).cpu().numpy() if MASK in rollout.keys(True) else \
+            rollout[0].numel()
+        new_frames = int(self.frames.mean()) - self.progress.frames
         self.progress.frames += new_frames
+        if self.reference is not None:
+            self.reference.write_log_prob(rollout, self.progress.iteration)
         return rollout, new_frames
 
     @torch.no_grad()
     def estimate_advantages(self, rollout: TensorDict) -> None:
-        rollout.update(self._values(self.params["critic_network_params"], rollout))
+        estimator = self.loss_module.value_estimator
+        if self.critic is None:  # group-relative: seeds' groups are disjoint blocks of rows, so one call serves all
+            rows = rollout.reshape(-1, rollout.shape[-1])
+            estimator(rows)
+            rollout.update(rows.select(estimator.tensor_keys.advantage).reshape(rollout.shape))
+        else:
+            rollout.update(self._values(network_params(self.params, "critic_network"), rollout))
 
     def update(self, rollout: TensorDict) -> dict[str, np.ndarray | float]:
-        """``optim.ppo_epochs`` epochs; each seed's minibatches are its own shuffle of its own rollout."""
+        """``optim.ppo_epochs`` epochs; each seed's minibatches are its own shuffle of its own frames.
+
+        Grouped episodes (GRPO) leave padding after each episode's end, and the seeds have different numbers
+        of valid frames: each seed's shuffle puts its valid frames first, so its minibatches hold valid frames
+        only, until they run out (a seed with fewer frames has partly padded last minibatches, which the loss
+        ignores: the padding's stored log-prob is NaN, GRPO's mark of an invalid sample, and masked).
+        """
         cfg, n = self.cfg, len(self.seeds)
         batch = rollout.exclude("next").reshape(n, -1)
-        size = math.ceil(batch.shape[1] / cfg.optim.num_minibatches)
+        masked = MASK in batch.keys(True)
+        if masked:
+            log_prob_key = self.loss_module.tensor_keys.sample_log_prob
+            batch[log_prob_key] = batch[log_prob_key].masked_fill(~batch[MASK], torch.nan)
+        slots = int(batch[MASK].sum(1).max()) if masked else batch.shape[1]
+        size = math.ceil(slots / cfg.optim.num_minibatches)
         seeds = torch.arange(n, device=batch.device)[:, None]
         sums: dict[str, torch.Tensor] = {}
         updates = torch.zeros(n, device=batch.device)
         for _epoch in range(cfg.optim.ppo_epochs):
-            order = torch.rand(batch.shape, device=batch.device).argsort(1)
+            order = torch.rand(batch.shape, device=batch.device)
+            if masked:
+                order = order - 2 * batch[MASK]  # valid frames sort first
+            order = order.argsort(1)[:, :slots]
             for index in order.split(size, dim=1):
                 loss_td = self._loss(self.params, batch[seeds, index])
                 loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
@@ -216,8 +263,12 @@ class SeedsTrainer:
         keys = dict.fromkeys(key for metrics in per_seed for key in metrics)
         return {key: np.array([metrics.get(key, np.nan) for metrics in per_seed], dtype=np.float64) for key in keys}
 
-    def rollout_statistics(self, rollout: TensorDict) -> dict:
-        return {}
+    def rollout_statistics(self, rollout: TensorDict) -> dict[str, np.ndarray]:
+        """Each seed's value-estimator diagnostics (GRPO's group statistics), and its frames when they differ."""
+        statistics = getattr(self.loss_module.value_estimator, "group_statistics", None)
+        per_seed = [prefixed("train", statistics(rollout[k])) for k in range(len(self.seeds))] if statistics else []
+        out = {key: np.array([values[key] for values in per_seed]) for key in (per_seed[0] if per_seed else ())}
+        return out | ({"frames": self.frames.astype(np.float64)} if MASK in rollout.keys(True) else {})
 
     @torch.no_grad()
     def evaluate(self) -> tuple[dict[str, np.ndarray], None]:
@@ -234,7 +285,9 @@ class SeedsTrainer:
     def state_dict(self) -> dict:
         return {"config": OmegaConf.to_container(self.cfg, resolve=True), "run": self.run, "resumable": True,
                 "frames": self.progress.frames, "iteration": self.progress.iteration,
-                "progress": asdict(self.progress), "seeds": self.seeds, "params": self.params.state_dict(),
+                "progress": asdict(self.progress), "seeds": self.seeds, "seed_frames": self.frames.copy(),
+                "params": self.params.state_dict(),
+                "reference": self.reference.frozen.state_dict() if self.reference is not None else None,
                 "optimizer": self.optimizer.state_dict(), "stopped": self.stopped.copy(),
                 "skipped_batches": self.skipped_batches.copy(),
                 "collector": self.collector.state_dict(), "eval_env": self.eval_env.state_dict(), "rng": rng_states()}
@@ -244,6 +297,9 @@ class SeedsTrainer:
             raise ConfigError(f"the checkpoint holds seeds {state['seeds']}, the config asks for {self.seeds}.")
         self.progress = Progress(**state["progress"])
         self.params.load_state_dict(state["params"])
+        self.frames = state["seed_frames"].copy()
+        if self.reference is not None:
+            self.reference.frozen.load_state_dict(state["reference"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.stopped, self.skipped_batches = state["stopped"].copy(), state["skipped_batches"].copy()
         self.collector.load_state_dict(state["collector"], seed=self.cfg.seed + self.progress.iteration)
@@ -282,9 +338,32 @@ def _estimate(estimator, critic_params: TensorDictBase, rollout: TensorDictBase)
     return estimator(rollout.copy(), params=critic_params).select(keys.advantage, keys.value_target, keys.value)
 
 
+class SeedsReference:
+    """GRPO's reference policy per seed: a frozen copy of the stacked actor parameters, refreshed every
+    ``ref_update_interval`` iterations (or kept at the initial policy), whose log-probs of the collected
+    actions the KL-to-reference term reads."""
+
+    def __init__(self, actor, params: TensorDictBase, loss):
+        self.params, self.interval, self.key = params, loss.ref_update_interval, loss.tensor_keys.ref_log_probs
+        self.frozen = params.data.clone()
+        self._log_prob = vmap(partial(_log_prob, actor), (0, 0), randomness="different")
+
+    @torch.no_grad()
+    def write_log_prob(self, rollout: TensorDict, iteration: int) -> None:
+        if self.interval and iteration > 1 and (iteration - 1) % self.interval == 0:
+            self.frozen.update_(self.params.data)
+        rollout[self.key] = self._log_prob(self.frozen, rollout)
+
+
+def _log_prob(actor, params: TensorDictBase, rollout: TensorDictBase) -> torch.Tensor:
+    """One seed's log-probs of its rollout's actions under ``params`` (vmapped over seeds)."""
+    with params.to_module(actor):
+        return actor.get_dist(rollout.select(*actor.in_keys, strict=False)).log_prob(rollout["action"])
+
+
 class SeedLoggers(Logger):
     """One logger per seed: a metric that holds one value per seed goes to each seed's logger, a NaN
-    (no episode ended, no update taken) is left out, and a seed's logger is finished (exit code 3)
+    (no episode ended, no update taken) is left out, ``frames`` (if given) is each seed's step, and a seed's logger is finished (exit code 3)
     from the iteration that stopped it."""
 
     name = "seed loggers"
@@ -298,8 +377,9 @@ class SeedLoggers(Logger):
             if not self.open[k]:
                 continue
             own = {key: float(value[k]) if isinstance(value, np.ndarray) else value for key, value in metrics.items()}
+            own_step = int(own.pop("frames", step))  # a seed's own frame count, where the seeds' counts differ
             logger.log({key: value for key, value in own.items() if not (isinstance(value, float)
-                                                                          and math.isnan(value))}, step)
+                                                                          and math.isnan(value))}, own_step)
             if own.get(STOPPED):
                 logger.finish(3)
                 self.open[k] = False

@@ -146,13 +146,10 @@ def check_sequence_length(cfg: DictConfig, recurrent: bool) -> int | None:
 
 
 def check_num_seeds(cfg: DictConfig) -> None:
-    """``num_seeds`` > 1 covers the PPO family on fixed-length rollouts; the rest is refused, naming what to use."""
+    """``num_seeds`` > 1 covers feed-forward policies without a replay transform; the rest is refused."""
     n = cfg.num_seeds
     if n == 1:
         return
-    if cfg.collector.group_size:
-        raise ConfigError(f"num_seeds={n} with grouped episode collection (collector.group_size, set by loss=grpo) "
-                          "is not supported: run those seeds as a sweep, -m seed=0,1,2,...")
     if cfg.replay_transform.get("name", "none") != "none":
         raise ConfigError(f"num_seeds={n} with replay_transform={cfg.replay_transform.name} is not supported: use "
                           "replay_transform=none, or run those seeds as a sweep (-m seed=...).")

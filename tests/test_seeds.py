@@ -18,6 +18,7 @@ from tensordict import TensorDict
 
 from support import cli_env, compose_config, read_wandb_runs, resume_cli, run_cli, wait_for
 from test_resume import metrics
+from rlexp.collector import MASK
 from rlexp.compare.runs import load_runs
 from rlexp.envs import NormalizeConfig, Normalizer
 from rlexp.loggers import Logger
@@ -57,9 +58,14 @@ def reference_update(cfg, modules: list, rollout: TensorDict) -> None:
     n = len(modules)
     optimizers = [torch.optim.Adam(m.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps) for m in modules]
     batch = rollout.exclude("next").reshape(n, -1)
-    size = math.ceil(batch.shape[1] / cfg.optim.num_minibatches)
+    masked = MASK in batch.keys(True)  # grouped episodes: valid frames first, padding marked invalid (NaN)
+    if masked:
+        batch["action_log_prob"] = torch.where(batch[MASK], batch["action_log_prob"], torch.nan)
+    slots = int(batch[MASK].sum(1).max()) if masked else batch.shape[1]
+    size = math.ceil(slots / cfg.optim.num_minibatches)
     for _epoch in range(cfg.optim.ppo_epochs):
-        order = torch.rand(batch.shape).argsort(1)
+        order = torch.rand(batch.shape)
+        order = (order - 2 * batch[MASK] if masked else order).argsort(1)[:, :slots]
         for index in order.split(size, dim=1):
             for k, (module, optimizer) in enumerate(zip(modules, optimizers)):
                 out = module(batch[k][index[k]])
@@ -71,8 +77,10 @@ def reference_update(cfg, modules: list, rollout: TensorDict) -> None:
 
 
 @pytest.mark.parametrize("overrides", [["loss=clip_ppo"], ["loss=ppo", "value_estimator=td1"], ["loss=klpen_ppo"],
-                                       ["loss=clip_ppo", "env=pendulum", "collector.frames_per_batch=64"]],
-                         ids=["clip_ppo", "ppo_td1", "klpen_ppo", "pendulum"])
+                                       ["loss=clip_ppo", "env=pendulum", "collector.frames_per_batch=64"],
+                                       ["loss=grpo", "env.num_envs=8", "collector.group_size=4",
+                                        "loss.kl_to_ref_coeff=0.5"]],
+                         ids=["clip_ppo", "ppo_td1", "klpen_ppo", "pendulum", "grpo"])
 def test_each_seed_updates_as_its_own_run_would(overrides):
     seeds = trainer(*overrides)
     with unchecked_distributions():
@@ -83,6 +91,9 @@ def test_each_seed_updates_as_its_own_run_would(overrides):
             own = rollout[k].exclude("advantage", "value_target", "state_value")
             module.value_estimator(own)
             torch.testing.assert_close(own["advantage"], rollout[k]["advantage"], rtol=1e-5, atol=1e-5)
+            if seeds.reference is not None:  # GRPO's reference: the seed's initial actor
+                dist = module.actor_network.get_dist(rollout[k].select("observation"))
+                torch.testing.assert_close(rollout[k][seeds.reference.key], dist.log_prob(rollout[k]["action"]))
         state, initial = torch.get_rng_state(), [p.detach().clone() for p in seeds.params.values(True, True)]
         seeds.update(rollout)
         torch.set_rng_state(state)
@@ -226,7 +237,6 @@ def test_grouped_normalizer_equals_one_normalizer_per_group():
 
 @pytest.mark.parametrize("overrides, message", [
     (["num_seeds=0"], "num_seeds=0 is out of range"),
-    (["num_seeds=2", "loss=grpo"], "num_seeds=2 with grouped episode collection"),
     (["num_seeds=2", "replay_transform=multistep", "value_estimator=td0"], "replay_transform=multistep"),
     (["num_seeds=2", "eval.video=true"], "eval.video=true is not supported"),
 ])
