@@ -286,11 +286,17 @@ class SeedsTrainer:
         return {"config": OmegaConf.to_container(self.cfg, resolve=True), "run": self.run, "resumable": True,
                 "frames": self.progress.frames, "iteration": self.progress.iteration,
                 "progress": asdict(self.progress), "seeds": self.seeds, "seed_frames": self.frames.copy(),
+                "actors": [self.actor_state(k) for k in range(len(self.seeds))],
                 "params": self.params.state_dict(),
                 "reference": self.reference.frozen.state_dict() if self.reference is not None else None,
                 "optimizer": self.optimizer.state_dict(), "stopped": self.stopped.copy(),
                 "skipped_batches": self.skipped_batches.copy(),
                 "collector": self.collector.state_dict(), "eval_env": self.eval_env.state_dict(), "rng": rng_states()}
+
+    def actor_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Seed ``k``'s actor as an ordinary ``state_dict`` (what ``rlexp.evaluate`` loads)."""
+        with network_params(self.params, "actor_network")[k].to_module(self.actor):
+            return {name: value.detach().clone() for name, value in self.actor.state_dict().items()}
 
     def load_state_dict(self, state: Mapping) -> None:
         if list(state["seeds"]) != self.seeds:

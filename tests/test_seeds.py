@@ -295,3 +295,20 @@ def test_a_killed_num_seeds_run_resumes_every_seed_exactly(tmp_path):
     for seed in (0, 1):
         assert metrics(killed / f"seed{seed}") == metrics(whole / f"seed{seed}")
         assert len(metrics(whole / f"seed{seed}")) == 8
+
+
+def test_evaluate_takes_one_seed_of_a_run(tmp_path):
+    from rlexp.evaluate import evaluate_checkpoint
+    from rlexp.trainer import train
+
+    cfg = compose_config("num_seeds=2", "seed=3", *SMALL, "env=pendulum", "collector.total_frames=64",
+                         "env.normalize.observation=true")
+    train(cfg, tmp_path, make_logger=Logger)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    (tmp_path / "seed4").mkdir()
+    returns = evaluate_checkpoint(tmp_path / "seed4", episodes=3, seed=1)
+    assert returns.shape == (3,) and returns.isfinite().all()
+    weights = [key for key in state["actors"][1] if key.endswith("weight")][0]
+    assert not torch.equal(state["actors"][0][weights], state["actors"][1][weights])
+    with pytest.raises(ConfigError, match="seed3"):
+        evaluate_checkpoint(tmp_path)
