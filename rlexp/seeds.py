@@ -1,11 +1,11 @@
 """Many seeds in one process: ``num_seeds=N`` trains seeds ``seed, seed+1, ..., seed+N-1`` as independent agents.
 
 Each seed has its own envs (a block of ``env.num_envs`` sub-envs of one vector env, with statistics
-and episode records of its own), its own evaluation envs, networks, adaptive
-loss coefficients (KLPEN's beta) and optimiser state. The
-seeds' parameters are stacked on a leading seed dimension and every network call runs once for all
-seeds under ``torch.func.vmap``: the losses and value estimators are the ordinary classes, called
-per seed, so advantage normalisation, clip fractions, KL terms and every logged scalar are per seed.
+and episode records of its own), evaluation envs, networks, adaptive loss coefficients (KLPEN's beta),
+GRPO reference policy and optimiser state. The seeds' parameters are stacked on a leading seed
+dimension and every network call runs once for all seeds under ``torch.func.vmap``: the losses and
+value estimators are the ordinary classes, called per seed, so advantage normalisation, clip
+fractions, KL terms and every logged scalar are per seed.
 
 Why the update stays independent: the seeds share no parameter, so the gradient of the summed
 per-seed losses with respect to seed k's slice is seed k's own gradient; Adam is elementwise, so one
@@ -34,13 +34,13 @@ from tensordict.nn import InteractionType, TensorDictParams, set_interaction_typ
 from torch.func import vmap
 
 from rlexp.checkpoint import rng_states, set_rng_states
-from rlexp.collector import MASK, Collector, EpisodeCollector, evaluate
+from rlexp.collector import MASK, evaluate
 from rlexp.envs import Step, build_env
 from rlexp.loggers import Logger
 from rlexp.modules.tensor_calls import module_calls
 from rlexp.policies import RecurrentStates
 from rlexp.registry import ConfigError, losses, policies, value_estimators
-from rlexp.trainer import NonFiniteLoss, Progress, episode_metrics, prefixed
+from rlexp.trainer import NonFiniteLoss, Progress, Trainer, episode_metrics, make_collector, prefixed
 
 STOPPED = "train/stopped"  # per seed: 1 from the iteration a non-finite update stopped it
 
@@ -82,7 +82,7 @@ class SeedsPolicy:
         return {key: value.reshape(-1, *value.shape[2:]) for key, value in step.items()}
 
 
-class SeedsTrainer:
+class SeedsTrainer(Trainer):
     """``Trainer`` for ``num_seeds > 1`` feed-forward runs: the same steps, every part per seed (see the module)."""
 
     def __init__(self, cfg: DictConfig, device: torch.device, run: Mapping[str, str]):
@@ -114,14 +114,7 @@ class SeedsTrainer:
         self.policy = SeedsPolicy(self.actor, network_params(self.params, "actor_network"), n, device)
         # One seed for the whole vector env: its sub-envs, every seed's, draw apart. Grouped episodes (GRPO):
         # a seed's block of envs holds whole groups, as num_envs is a multiple of group_size.
-        if cfg.collector.group_size:
-            if env.max_episode_steps is None:
-                raise ConfigError(f"env {env.name} has no time limit, and grouped episode collection "
-                                  "(collector.group_size, used by loss=grpo) runs every episode to its end: set "
-                                  "env.max_episode_steps.")
-            self.collector = EpisodeCollector(env, self.policy, cfg.collector.group_size, device, seed=cfg.seed)
-        else:
-            self.collector = Collector(env, self.policy, n * cfg.collector.frames_per_batch, device, seed=cfg.seed)
+        self.collector = make_collector(cfg, env, self.policy, self.policy, device, num_seeds=n)
         self.reference = SeedsReference(self.actor, network_params(self.params, "actor_network"), loss) \
             if getattr(loss, "kl_to_ref_coeff", None) else None
         self.frames = np.zeros(n, dtype=np.int64)  # each seed's own; they differ with grouped whole episodes
@@ -132,14 +125,7 @@ class SeedsTrainer:
         self._loss = vmap(partial(_call_loss, loss), (0, 0), randomness="different")
         self._values = vmap(partial(_estimate, loss.value_estimator), (0, 0), randomness="different")
 
-    # the iteration's steps, as in Trainer ------------------------------------------------------------
-    def anneal_learning_rate(self) -> float:
-        optim, total = self.cfg.optim, self.cfg.collector.total_frames
-        lr = optim.lr * (1.0 - self.progress.frames / total if optim.anneal_lr else 1.0)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
+    # the iteration's steps (Trainer's anneal_learning_rate and close serve as they are) ------------------
     def collect(self) -> tuple[TensorDict, int]:
         """A rollout ``[num_seeds, num_envs, T]`` and its new frames per seed on average.
 
@@ -312,9 +298,6 @@ class SeedsTrainer:
         self.eval_env.load_state_dict(state["eval_env"])
         set_rng_states(state["rng"])
 
-    def close(self) -> None:
-        self.env.close()
-        self.eval_env.close()
 
 
 def _act(actor, calls, params: TensorDictBase, step: Step, deterministic: bool) -> Step:

@@ -11,7 +11,6 @@ grouped whole episodes (``collector.group_size``). Each iteration logs the wall 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import random
 import time
@@ -138,15 +137,7 @@ class Trainer:
         # foreach: the for-loop Adam's numbers, bit for bit, at less cost; fused=True is faster still on the CPU
         # but rounds differently.
         self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, foreach=True)
-        if cfg.collector.group_size:
-            if self.env.max_episode_steps is None:
-                raise ConfigError(f"env {self.env.name} has no time limit, and grouped episode collection "
-                                  "(collector.group_size, used by loss=grpo) runs every episode to its end: set "
-                                  "env.max_episode_steps.")
-            self.collector = EpisodeCollector(self.env, self.actor, cfg.collector.group_size, device, seed=cfg.seed)
-        else:
-            self.collector = Collector(self.env, rollout_policy(self.actor, self.critic),
-                                       cfg.collector.frames_per_batch, device, seed=cfg.seed)
+        self.collector = make_collector(cfg, self.env, self.actor, rollout_policy(self.actor, self.critic), device)
         self.actor.train(not self.loss_module.actor_in_eval_mode)
         # the first evaluation's env seed; later ones continue the eval env's RNG
         self.progress = Progress(next_eval=cfg.eval.interval, next_checkpoint=cfg.checkpoint.interval,
@@ -261,6 +252,17 @@ class Trainer:
     def close(self) -> None:
         self.env.close()
         self.eval_env.close()
+
+
+def make_collector(cfg: DictConfig, env, actor, policy, device: torch.device, num_seeds: int = 1):
+    """Grouped whole episodes of ``actor`` (``collector.group_size``, GRPO), else fixed-length rollouts of
+    ``policy`` (the actor, plus the critic's GRUs if it has any): ``frames_per_batch`` per seed."""
+    if not cfg.collector.group_size:
+        return Collector(env, policy, num_seeds * cfg.collector.frames_per_batch, device, seed=cfg.seed)
+    if env.max_episode_steps is None:
+        raise ConfigError(f"env {env.name} has no time limit, and grouped episode collection (collector.group_size, "
+                          "used by loss=grpo) runs every episode to its end: set env.max_episode_steps.")
+    return EpisodeCollector(env, actor, cfg.collector.group_size, device, seed=cfg.seed)
 
 
 class PhaseClock:

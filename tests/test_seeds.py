@@ -7,16 +7,13 @@ torch's ``clip_grad_norm_``, stepped one seed at a time on the same minibatches.
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
 
-from support import cli_env, compose_config, read_wandb_runs, resume_cli, run_cli, wait_for
+from support import compose_config, kill_when, read_wandb_runs, resume_cli, run_cli
 from test_resume import metrics
 from rlexp.collector import MASK
 from rlexp.compare.runs import load_runs
@@ -278,15 +275,7 @@ def test_a_killed_num_seeds_run_resumes_every_seed_exactly(tmp_path):
             "eval.interval=2048", "eval.episodes=2", "checkpoint.interval=4096", "logger=csv"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_cli(whole, *args).returncode == 0
-    process = subprocess.Popen([sys.executable, "-m", "rlexp", f"hydra.run.dir={killed}", *args],
-                               env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for((killed / "checkpoints" / "checkpoint_000000004096.pt").exists)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        process.kill()
-    assert not (killed / "checkpoint.pt").exists(), "the run ended before it was killed"
+    kill_when(killed / "checkpoints" / "checkpoint_000000004096.pt", killed, *args)
     result = resume_cli(killed)
     assert result.returncode == 0, result.stderr
     expected, resumed = (torch.load(folder / "checkpoint.pt", weights_only=False) for folder in (whole, killed))
