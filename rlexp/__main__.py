@@ -5,6 +5,7 @@ Returns the final mean evaluation return, which Hydra sweepers (Optuna) maximise
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import os
@@ -18,6 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 import rlexp.config
@@ -128,10 +130,38 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, requeue_id:
     # a requeued job without a checkpoint yet starts over, in the same W&B run
     continues_after = checkpoint["frames"] if checkpoint is not None else (0 if requeue_id else None)
     info = RunInfo(dir=run_dir, config=flat_config(cfg, hydra_cfg), continues_after=continues_after, **identity)
+    make_logger = (lambda: loggers.build(cfg.logger, info)) if cfg.num_seeds == 1 else \
+        (lambda: seed_loggers(cfg, hydra_cfg, info))
     with stop_on_signals() as stop:
-        result = train(cfg, run_dir, make_logger=lambda: loggers.build(cfg.logger, info), run=identity,
-                       resume=checkpoint, stop=stop)
-    return result["eval/episode_return"]
+        result = train(cfg, run_dir, make_logger=make_logger, run=identity, resume=checkpoint, stop=stop)
+    return float(np.mean(result["eval/episode_return"]))  # the mean over seeds when several
+
+
+def seed_loggers(cfg: DictConfig, hydra_cfg: DictConfig, info) -> "Logger":
+    """``num_seeds`` > 1: each seed an ordinary run of its own in ``<run>/seed<k>/`` (its config, overrides and
+    metrics; a W&B run in the job's group, named after the job and the seed)."""
+    from rlexp.registry import loggers
+    from rlexp.seeds import SeedLoggers
+
+    built = []
+    overrides = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") not in ("seed", "num_seeds")]
+    try:
+        for k in range(cfg.num_seeds):
+            seed = cfg.seed + k
+            folder = info.dir / f"seed{seed}"
+            (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+            seed_cfg = OmegaConf.merge(cfg, {"seed": seed})
+            OmegaConf.save(seed_cfg, folder / "config.yaml", resolve=True)
+            OmegaConf.save(OmegaConf.create([*overrides, f"seed={seed}"]), folder / ".hydra" / "overrides.yaml")
+            config = {**info.config, "seed": seed}
+            built.append(loggers.build(cfg.logger, dataclasses.replace(
+                info, dir=folder, config=config, id=f"{info.id}-{k}", name=f"{info.name} seed={seed}",
+                concurrent=True)))
+    except BaseException:
+        for logger in built:
+            logger.abandon()
+        raise
+    return SeedLoggers(built)
 
 
 def resumed_run(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[DictConfig, Path, dict]:

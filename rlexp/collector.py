@@ -8,6 +8,8 @@ env reset, see ``RecurrentStates``) and its ``("next", state)`` outputs, beside 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from tensordict import TensorDict
@@ -18,6 +20,16 @@ from rlexp.policies.recurrent import RecurrentStates
 from rlexp.policies.step import PolicyStep
 
 MASK = ("collector", "mask")
+
+
+def policy_step(policy: TensorDictModuleBase | Callable[..., Step]) -> Callable[..., Step]:
+    """The policy as ``(step, deterministic=False) -> step``: a tensordict module through ``PolicyStep``; a
+    callable that already steps (the seeds of a ``num_seeds`` run, ``rlexp.seeds.SeedsPolicy``) as it is."""
+    return PolicyStep(policy) if isinstance(policy, TensorDictModuleBase) else policy
+
+
+def recurrent_states(policy) -> RecurrentStates:
+    return RecurrentStates(policy if isinstance(policy, TensorDictModuleBase) else None)
 
 
 def to_device(step: Step, device: torch.device) -> Step:
@@ -34,9 +46,9 @@ class Collector:
 
     def __init__(self, env: TensorDictVectorEnv, policy: TensorDictModuleBase, frames_per_batch: int,
                  device: torch.device, seed: int):
-        self.env, self.policy, self.device = env, PolicyStep(policy), device
+        self.env, self.policy, self.device = env, policy_step(policy), device
         self.steps = frames_per_batch // env.num_envs
-        self.states = RecurrentStates(policy)
+        self.states = recurrent_states(policy)
         self._root = self.states.reset(env.reset(seed=seed))
 
     @torch.no_grad()
@@ -74,10 +86,10 @@ class EpisodeCollector:
 
     def __init__(self, env: TensorDictVectorEnv, policy: TensorDictModuleBase, group_size: int,
                  device: torch.device, seed: int, max_steps: int = 100_000):
-        self.env, self.policy, self.device = env, PolicyStep(policy), device
+        self.env, self.policy, self.device = env, policy_step(policy), device
         self.group_size, self.max_steps = group_size, max_steps
         self.groups = env.num_envs // group_size
-        self.states = RecurrentStates(policy)
+        self.states = recurrent_states(policy)
         self.rng = np.random.default_rng(seed)
         self._episodes: dict[str, np.ndarray] = {}
 
@@ -118,14 +130,15 @@ class EpisodeCollector:
         mask = rollout[MASK]
         truncated = (rollout["next", "truncated"].squeeze(-1) & mask).any(-1)
         self._episodes = {"return": (rollout["next", "reward"].squeeze(-1) * mask).sum(-1).cpu().numpy(),
-                          "length": mask.sum(-1).cpu().numpy(), "truncated": truncated.cpu().numpy()}
+                          "length": mask.sum(-1).cpu().numpy(), "truncated": truncated.cpu().numpy(),
+                          "env": np.arange(len(mask))}  # one episode per sub-env
 
 
 @torch.no_grad()
 def evaluate(env: TensorDictVectorEnv, policy: TensorDictModuleBase, device: torch.device,
              seed: int | None = None) -> dict[str, torch.Tensor]:
     """One deterministic episode per sub-env: returns and lengths of each, shape ``[num_envs]``."""
-    states, act = RecurrentStates(policy), PolicyStep(policy)
+    states, act = recurrent_states(policy), policy_step(policy)
     root = states.reset(env.reset(seed=seed))
     returns = torch.zeros(env.num_envs)
     lengths = torch.zeros(env.num_envs, dtype=torch.long)

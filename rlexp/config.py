@@ -69,6 +69,7 @@ class TrainerConfig:
 class RLExpConfig:
     experiment: str = MISSING
     seed: int = MISSING
+    num_seeds: int = MISSING
     device: str = MISSING
     threads: int = MISSING
     imports: list[str] = MISSING

@@ -28,8 +28,12 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, seed: int
     from rlexp.registry import policies
     from rlexp.video import VIDEO_DIR, VideoRecorder, render_options
 
-    path = Path(path)
+    path, run_seed = Path(path), None
+    if path.is_dir() and path.name[:4] == "seed" and path.name[4:].isdigit() and not any(path.glob("*.pt")):
+        path, run_seed = path.parent, int(path.name[4:])  # a seed's folder in a num_seeds run
     state = latest_resumable(path)[1] if path.is_dir() else load_checkpoint(path)
+    if "seeds" in state:
+        state = one_seed(state, run_seed, path)
     config, actor_state = state["config"], state["actor"]
     for module in config.get("imports", []):
         importlib.import_module(module)
@@ -47,6 +51,24 @@ def evaluate_checkpoint(path: str | Path, episodes: int | None = None, seed: int
     if recording:
         print(f"video: {recording.path}")
     return returns
+
+
+def one_seed(state: dict, seed: int | None, path: Path) -> dict:
+    """A ``num_seeds`` checkpoint's view of one seed: its config, actor and observation statistics."""
+    from rlexp.registry import ConfigError
+
+    seeds = list(state["seeds"])
+    if seed not in seeds:
+        raise ConfigError(f"{path} holds the seeds {seeds[0]}..{seeds[-1]} of a num_seeds run: evaluate one of them "
+                          f"by its folder, e.g. {path}/seed{seeds[0]}.")
+    k = seeds.index(seed)
+    env_state = dict(state["collector"]["env"])
+    if env_state.get("normalizer") is not None:
+        rms = env_state["normalizer"]["obs_rms"]
+        env_state["normalizer"] = {**env_state["normalizer"], "obs_rms": rms and {**rms, "mean": rms["mean"][k],
+                                                                                  "var": rms["var"][k]}}
+    return {**state, "config": {**state["config"], "seed": seed}, "actor": state["actors"][k],
+            "frames": int(state["seed_frames"][k]), "collector": {**state["collector"], "env": env_state}}
 
 
 def main(argv: list[str]) -> int:

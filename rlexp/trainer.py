@@ -11,7 +11,6 @@ grouped whole episodes (``collector.group_size``). Each iteration logs the wall 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import random
 import time
@@ -52,7 +51,12 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    trainer = Trainer(cfg, device, run, video_dir=run_dir / VIDEO_DIR)
+    if cfg.num_seeds == 1:
+        trainer = Trainer(cfg, device, run, video_dir=run_dir / VIDEO_DIR)
+    else:
+        from rlexp.seeds import SeedsTrainer  # noqa: PLC0415  (imports torch.func; one seed does not need it)
+
+        trainer = SeedsTrainer(cfg, device, run)
     if resume is not None:
         trainer.load_state_dict(resume)
     progress, total_frames = trainer.progress, cfg.collector.total_frames
@@ -79,7 +83,7 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
                 raise
             progress.train_seconds += clock.total
             metrics = {"train/lr": lr, "train/fps": new_frames / clock.total, "train/iteration": progress.iteration,
-                       "train/seconds": progress.train_seconds} | episode_metrics(trainer.collector) | losses
+                       "train/seconds": progress.train_seconds} | trainer.episode_metrics() | losses
             metrics |= trainer.rollout_statistics(rollout)
             if cfg.trainer.on_nan == "skip":
                 metrics["train/skipped_batches"] = progress.skipped_batches
@@ -96,9 +100,8 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
             metrics |= clock.metrics()
             logger.log(metrics, step=progress.frames)
             bar.update(new_frames)
-            bar.set_postfix(fps=f"{metrics['train/fps']:,.0f}",
-                            ret=f"{metrics.get('train/episode_return', float('nan')):.1f}",
-                            eval=f"{progress.eval_metrics.get('eval/episode_return', float('nan')):.1f}")
+            bar.set_postfix(fps=f"{metrics['train/fps']:,.0f}", ret=f"{shown(metrics, 'train/episode_return'):.1f}",
+                            eval=f"{shown(progress.eval_metrics, 'eval/episode_return'):.1f}")
             if stop and progress.frames < total_frames:  # SIGINT/SIGTERM: at an iteration's end, resumable exactly
                 path = periodic.save(trainer.state_dict(), progress.frames)
                 raise Interrupted(stop.signum, f" at {progress.frames:,} frames; checkpoint {path}")
@@ -134,15 +137,7 @@ class Trainer:
         # foreach: the for-loop Adam's numbers, bit for bit, at less cost; fused=True is faster still on the CPU
         # but rounds differently.
         self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, foreach=True)
-        if cfg.collector.group_size:
-            if self.env.max_episode_steps is None:
-                raise ConfigError(f"env {self.env.name} has no time limit, and grouped episode collection "
-                                  "(collector.group_size, used by loss=grpo) runs every episode to its end: set "
-                                  "env.max_episode_steps.")
-            self.collector = EpisodeCollector(self.env, self.actor, cfg.collector.group_size, device, seed=cfg.seed)
-        else:
-            self.collector = Collector(self.env, rollout_policy(self.actor, self.critic),
-                                       cfg.collector.frames_per_batch, device, seed=cfg.seed)
+        self.collector = make_collector(cfg, self.env, self.actor, rollout_policy(self.actor, self.critic), device)
         self.actor.train(not self.loss_module.actor_in_eval_mode)
         # the first evaluation's env seed; later ones continue the eval env's RNG
         self.progress = Progress(next_eval=cfg.eval.interval, next_checkpoint=cfg.checkpoint.interval,
@@ -208,6 +203,9 @@ class Trainer:
         with torch.no_grad():
             return {key: torch.stack(values).mean().item() for key, values in outputs.items()}
 
+    def episode_metrics(self) -> dict[str, float]:
+        return episode_metrics(self.collector.finished_episodes())
+
     def rollout_statistics(self, rollout: TensorDict) -> dict[str, float]:
         """The value estimator's per-iteration diagnostics, if it has any (GRPO's group statistics)."""
         statistics = getattr(self.loss_module.value_estimator, "group_statistics", None)
@@ -254,6 +252,17 @@ class Trainer:
     def close(self) -> None:
         self.env.close()
         self.eval_env.close()
+
+
+def make_collector(cfg: DictConfig, env, actor, policy, device: torch.device, num_seeds: int = 1):
+    """Grouped whole episodes of ``actor`` (``collector.group_size``, GRPO), else fixed-length rollouts of
+    ``policy`` (the actor, plus the critic's GRUs if it has any): ``frames_per_batch`` per seed."""
+    if not cfg.collector.group_size:
+        return Collector(env, policy, num_seeds * cfg.collector.frames_per_batch, device, seed=cfg.seed)
+    if env.max_episode_steps is None:
+        raise ConfigError(f"env {env.name} has no time limit, and grouped episode collection (collector.group_size, "
+                          "used by loss=grpo) runs every episode to its end: set env.max_episode_steps.")
+    return EpisodeCollector(env, actor, cfg.collector.group_size, device, seed=cfg.seed)
 
 
 class PhaseClock:
@@ -341,15 +350,20 @@ def non_finite_gradients(module: torch.nn.Module) -> str:
     return f"gradient (loss terms finite) of: {', '.join(names)}"
 
 
-def episode_metrics(collector) -> dict[str, float]:
-    """Mean return and length of the training episodes that ended since the last call."""
-    episodes = collector.finished_episodes()
+def episode_metrics(episodes: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Mean return and length of finished training episodes (a collector's ``finished_episodes()``)."""
     if not len(episodes.get("return", ())):
         return {}
     return {"train/episode_return": float(episodes["return"].mean()),
             "train/episode_length": float(episodes["length"].mean()),
             "train/episodes": len(episodes["return"]),
             "train/truncated_episodes": int(episodes["truncated"].sum())}
+
+
+def shown(metrics: Mapping[str, float | np.ndarray], key: str) -> float:
+    """``metrics[key]`` for the progress bar: the mean over the seeds that have it when there are several."""
+    values = np.asarray(metrics.get(key, np.nan), dtype=np.float64)
+    return float(values[~np.isnan(values)].mean()) if not np.isnan(values).all() else math.nan
 
 
 def prefixed(prefix: str, values: dict) -> dict[str, float]:

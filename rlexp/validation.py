@@ -31,6 +31,7 @@ ON_NAN = ("raise", "skip")
 # key: (type, (description, predicate) or None)
 RULES: dict[str, tuple[type, tuple[str, Callable[[float], bool]] | None]] = {
     "seed": (int, seed_range),
+    "num_seeds": (int, at_least_one),
     "threads": (int, at_least_one),
     "collector.total_frames": (int, at_least_one),
     "collector.frames_per_batch": (int, at_least_one),
@@ -73,6 +74,7 @@ def validate_config(cfg: DictConfig) -> None:
                           "(collector.group_size, used by loss=grpo): GRPO standardises whole-episode returns within "
                           "each group, and a reward scale that moves during an episode would only distort that "
                           "comparison. Use env.normalize.reward=false (observation normalisation works).")
+    check_num_seeds(cfg)
     if cfg.trainer.on_nan not in ON_NAN:
         raise ConfigError(f"trainer.on_nan={cfg.trainer.on_nan!r}; choose one of: {', '.join(ON_NAN)}.")
 
@@ -141,3 +143,15 @@ def check_sequence_length(cfg: DictConfig, recurrent: bool) -> int | None:
                           "transform's first rollout is n_steps shorter than the others, so fixed-length sequences "
                           "do not fit every rollout. Use optim.sequence_length=0 (whole rows) with a recurrent policy.")
     return length
+
+
+def check_num_seeds(cfg: DictConfig) -> None:
+    """``num_seeds`` > 1 covers feed-forward policies without a replay transform; the rest is refused."""
+    n = cfg.num_seeds
+    if n == 1:
+        return
+    if cfg.replay_transform.get("name", "none") != "none":
+        raise ConfigError(f"num_seeds={n} with replay_transform={cfg.replay_transform.name} is not supported: use "
+                          "replay_transform=none, or run those seeds as a sweep (-m seed=...).")
+    if cfg.eval.video:
+        raise ConfigError(f"num_seeds={n} with eval.video=true is not supported: record videos in a run of one seed.")

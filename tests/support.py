@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +44,21 @@ def resume_cli(target: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``python -m rlexp resume=<target>`` in a subprocess (Hydra's run folder is the resumed run's)."""
     return subprocess.run([sys.executable, "-m", "rlexp", f"resume={target}", *overrides], capture_output=True,
                           text=True, env=cli_env(target.parent), timeout=600, cwd=target.parent)
+
+
+def kill_when(checkpoint: Path, run_dir: Path, *overrides: str) -> None:
+    """Start ``python -m rlexp`` into ``run_dir`` and SIGKILL it as soon as ``checkpoint`` exists (no final checkpoint
+    may be written by then: the run must still be training)."""
+    process = subprocess.Popen([sys.executable, "-m", "rlexp", f"hydra.run.dir={run_dir}", *overrides],
+                               env=cli_env(run_dir.parent), cwd=run_dir.parent, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_for(checkpoint.exists)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert not (run_dir / "checkpoint.pt").exists(), "the run ended before it was killed"
 
 
 def run_multirun(sweep_dir: Path, *overrides: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:

@@ -3,14 +3,11 @@ stopped; damaged checkpoints are refused and the previous one is used."""
 
 import json
 import random
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from support import cli_env, compose_config, read_wandb_runs, resume_cli, run_cli, wait_for
+from support import compose_config, kill_when, read_wandb_runs, resume_cli, run_cli
 from rlexp.checkpoint import CheckpointError, latest_resumable, load_checkpoint
 from rlexp.loggers import Logger
 from rlexp.trainer import train
@@ -38,16 +35,7 @@ def test_sigkill_right_after_a_checkpoint_then_resume_is_bit_identical(tmp_path)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_cli(whole, *ARGS).returncode == 0
 
-    checkpoint = killed / "checkpoints" / "checkpoint_000000004096.pt"
-    process = subprocess.Popen([sys.executable, "-m", "rlexp", f"hydra.run.dir={killed}", *ARGS],
-                               env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(checkpoint.exists)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        process.kill()
-    assert not (killed / "checkpoint.pt").exists(), "the run ended before it was killed"
+    kill_when(killed / "checkpoints" / "checkpoint_000000004096.pt", killed, *ARGS)
     result = resume_cli(killed)
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stderr and "checkpoint_000000004096.pt at 4,096 frames" in result.stderr

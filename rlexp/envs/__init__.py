@@ -24,12 +24,13 @@ def normalize_config(config: Mapping[str, Any] | None) -> NormalizeConfig:
 
 
 def build_env(config: Mapping[str, Any], num_envs: int | None = None, *,
-              evaluation: bool = False) -> TensorDictVectorEnv:
+              evaluation: bool = False, groups: int = 1) -> TensorDictVectorEnv:
     """The env registry's entry for ``config``, with ``env.normalize`` applied around it.
 
     ``env.normalize`` is not a builder keyword: every env, a user's own included, is normalised
     the same way. A training env gets statistics of its own. An evaluation env gets none: it reads
     a frozen copy of the training statistics, given (and refreshed) by ``freeze_statistics``.
+    ``groups``: the sub-envs form that many consecutive blocks, each normalised with statistics of its own.
     """
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
@@ -39,7 +40,7 @@ def build_env(config: Mapping[str, Any], num_envs: int | None = None, *,
         config["num_envs"] = num_envs
     env = envs.build(config)
     if normalize.enabled and not evaluation:
-        env.normalizer = Normalizer(normalize, env.observation_space.shape, env.num_envs)
+        env.normalizer = Normalizer(normalize, env.observation_space.shape, env.num_envs, groups=groups)
     return env
 
 

@@ -7,6 +7,9 @@ env and restarted when its episode ends (terminated or truncated), as in SB3's `
 
 Statistics are updated by training envs only (``update=True``). Evaluation reads a frozen copy of
 the training statistics (``Normalizer.frozen_copy``), so an evaluation never moves them.
+
+``groups``: the sub-envs form that many equal, consecutive blocks with statistics of their own (the
+seeds of a ``num_seeds`` run share one vector env, each seed its own block).
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ class RunningMeanStd:
         self.var = np.ones(shape, np.float64)
         self.count = float(epsilon)
 
-    def update(self, batch: np.ndarray) -> None:
-        """Merge a batch whose first axis indexes samples (one row per env)."""
+    def update(self, batch: np.ndarray, axis: int = 0) -> None:
+        """Merge a batch whose ``axis`` indexes samples (one per env); the other axes are the statistics' shape."""
         batch = np.asarray(batch, np.float64)
-        n, batch_mean, batch_var = batch.shape[0], batch.mean(0), batch.var(0)
+        n, batch_mean, batch_var = batch.shape[axis], batch.mean(axis), batch.var(axis)
         total = self.count + n
         delta = batch_mean - self.mean
         # Chan et al.: M2 of the union = M2_a + M2_b + delta^2 * n_a * n_b / (n_a + n_b)
@@ -84,10 +87,13 @@ class Normalizer:
     """
 
     def __init__(self, config: NormalizeConfig, observation_shape: tuple[int, ...], num_envs: int,
-                 update: bool = True):
-        self.config, self.update = config, update
-        self.obs_rms = RunningMeanStd(observation_shape) if config.observation else None
-        self.return_rms = RunningMeanStd(()) if config.reward else None
+                 update: bool = True, groups: int = 1):
+        if num_envs % groups:
+            raise ValueError(f"{num_envs} envs do not split into {groups} equal groups.")
+        self.config, self.update, self.groups = config, update, groups
+        per_group = (groups,) if groups > 1 else ()  # one group: the plain shapes
+        self.obs_rms = RunningMeanStd((*per_group, *observation_shape)) if config.observation else None
+        self.return_rms = RunningMeanStd(per_group) if config.reward else None
         self.returns = np.zeros(num_envs, np.float64)  # the discounted return so far, per env
 
     @classmethod
@@ -110,9 +116,20 @@ class Normalizer:
         if self.obs_rms is None:
             return (obs, *also)
         if self.update:
-            self.obs_rms.update(obs)
+            self.obs_rms.update(self._by_group(obs), axis=self._axis)
         mean, std, clip = self.obs_rms.mean, np.sqrt(self.obs_rms.var + self.config.epsilon), self.config.clip_observation
-        return tuple(np.clip((x - mean) / std, -clip, clip).astype(np.float32) for x in (obs, *also))
+        return tuple(np.clip((self._by_group(x) - self._by_group(mean, stats=True)) / self._by_group(std, stats=True),
+                             -clip, clip).astype(np.float32).reshape(x.shape) for x in (obs, *also))
+
+    @property
+    def _axis(self) -> int:
+        return 1 if self.groups > 1 else 0
+
+    def _by_group(self, values: np.ndarray, stats: bool = False) -> np.ndarray:
+        """Per-env ``values`` as ``[groups, envs per group, ...]``; a group's statistics broadcast over its envs."""
+        if self.groups == 1:
+            return values
+        return values[:, None] if stats else values.reshape(self.groups, -1, *values.shape[1:])
 
     def rewards(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         """Scale by the running std of the discounted return; restart the return of envs whose episode ended."""
@@ -120,9 +137,10 @@ class Normalizer:
             return reward
         self.returns = self.returns * self.config.gamma + reward
         if self.update:
-            self.return_rms.update(self.returns)
-        scaled = np.clip(reward / np.sqrt(self.return_rms.var + self.config.epsilon),
-                         -self.config.clip_reward, self.config.clip_reward)
+            self.return_rms.update(self._by_group(self.returns), axis=self._axis)
+        std = self._by_group(np.sqrt(self.return_rms.var + self.config.epsilon), stats=True)
+        scaled = np.clip(self._by_group(reward) / std, -self.config.clip_reward, self.config.clip_reward).reshape(
+            reward.shape)
         self.returns[done] = 0.0
         return scaled.astype(np.float32)
 
@@ -132,7 +150,8 @@ class Normalizer:
     def frozen_copy(self, num_envs: int) -> Normalizer:
         """The current statistics for ``num_envs`` evaluation envs, never updated; rewards pass unscaled."""
         config = NormalizeConfig(**{**vars(self.config), "reward": False})
-        copy = Normalizer(config, self.obs_rms.mean.shape if self.obs_rms else (), num_envs, update=False)
+        shape = self.obs_rms.mean.shape[self._axis:] if self.obs_rms else ()
+        copy = Normalizer(config, shape, num_envs, update=False, groups=self.groups)
         if self.obs_rms is not None:
             copy.obs_rms.load_state_dict(self.obs_rms.state_dict())
         return copy

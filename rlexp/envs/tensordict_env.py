@@ -179,11 +179,12 @@ class TensorDictVectorEnv:
         return step, self._root(obs, is_init=step["next", "done"])
 
     def pop_finished_episodes(self) -> dict[str, np.ndarray]:
-        """Return, length and truncation flag of every episode finished since the last call."""
-        parts = self._finished or [(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))]
+        """Return, length, truncation flag and sub-env index of every episode finished since the last call."""
+        parts = self._finished or [(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool),
+                                    np.zeros(0, dtype=np.int64))]
         self._finished = []
-        returns, lengths, truncated = (np.concatenate(x) for x in zip(*parts))
-        return {"return": returns, "length": lengths, "truncated": truncated}
+        returns, lengths, truncated, envs = (np.concatenate(x) for x in zip(*parts))
+        return {"return": returns, "length": lengths, "truncated": truncated, "env": envs}
 
     def freeze_statistics(self, normalizer: Normalizer | None) -> None:
         """Normalise observations with a frozen copy of ``normalizer``'s current statistics (evaluation envs)."""
@@ -214,7 +215,8 @@ class TensorDictVectorEnv:
     def load_state_dict(self, state: dict) -> bool:
         """Restore ``state_dict()``'s output; False if it holds no env state (the env is left as it is)."""
         self._episode_return[:], self._episode_length[:] = state["episode_return"], state["episode_length"]
-        self._finished = list(state["finished"])
+        # (a checkpoint of an earlier rlexp holds no sub-env index: -1)
+        self._finished = [part if len(part) == 4 else (*part, np.full(len(part[0]), -1)) for part in state["finished"]]
         if self.normalizer is not None:
             self.normalizer.load_state_dict(state.get("normalizer"))
         if state["vector_env"] is None:
@@ -271,6 +273,6 @@ class TensorDictVectorEnv:
         self._episode_length += 1
         if done.any():
             self._finished.append((self._episode_return[done].copy(), self._episode_length[done].copy(),
-                                   truncated[done].copy()))
+                                   truncated[done].copy(), np.flatnonzero(done)))
             self._episode_return[done] = 0
             self._episode_length[done] = 0

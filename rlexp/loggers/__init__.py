@@ -25,7 +25,7 @@ def wandb_logger(run: RunInfo, *, project: str = "rlexp", entity: str | None = N
     metrics = MetricsFile(run.dir, run.continues_after)  # first: a damaged file is dealt with before W&B resumes
     wandb_run = WandbRun(run_dir=run.dir, config=run.config, run_id=run.id, name=run.name, group=group or run.group,
                          project=project, entity=entity, tags=tags, mode=mode, init_timeout=init_timeout,
-                         resume=run.continues_after is not None)
+                         resume=run.continues_after is not None, concurrent=run.concurrent)
     return Loggers(metrics, wandb_run)
 
 

@@ -29,6 +29,7 @@ class RunInfo:
     name: str
     group: str
     continues_after: int | None = None
+    concurrent: bool = False  # one of several runs this process logs at the same time (num_seeds > 1)
 
 
 class Logger:

@@ -47,7 +47,8 @@ class WandbRun(Logger):
     """Logs every metric at W&B step = collected frames, so train, loss and eval never collide.
 
     ``reinit="finish_previous"``: a worker process that runs several jobs (basic launcher, joblib, Ray)
-    gets one run per job even if a previous job left its run open. With ``resume`` the run
+    gets one run per job even if a previous job left its run open; ``concurrent`` runs (the seeds of a
+    ``num_seeds`` job) are created side by side instead. With ``resume`` the run
     ``run_id`` is continued (a resumed or requeued job); W&B drops the steps it already has, which
     the exact continuation would only log again with the same values.
     """
@@ -56,12 +57,13 @@ class WandbRun(Logger):
 
     def __init__(self, *, run_dir: str | Path, config: Mapping, run_id: str, name: str, group: str, project: str,
                  entity: str | None, tags: Sequence[str], mode: str | None, init_timeout: float = 30.0,
-                 job_type: str = "train", resume: bool = False):
+                 job_type: str = "train", resume: bool = False, concurrent: bool = False):
         import wandb  # imported here: W&B costs start-up time that logger=csv/none runs do not pay
 
         mode = resolve_mode(mode)
         options = dict(project=project, entity=entity, name=name, group=group, tags=list(tags), job_type=job_type,
-                       config=dict(config), dir=str(run_dir), reinit="finish_previous", id=run_id,
+                       config=dict(config), dir=str(run_dir), id=run_id,
+                       reinit="create_new" if concurrent else "finish_previous",
                        resume="allow" if resume else None)
         try:
             self.run = wandb.init(**options, mode=mode, settings=wandb.Settings(init_timeout=init_timeout))

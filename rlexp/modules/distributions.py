@@ -9,13 +9,31 @@ from __future__ import annotations
 
 import torch
 from torch import distributions as D
+from torch._C._functorch import is_batchedtensor
+
+
+class _Normal(D.Normal):
+    """torch's Normal; under ``torch.func.vmap`` (several seeds in one process) its draws are made out of
+    place, which vmap batches with a different draw per seed (torch's in-place draw is refused there)."""
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        if not is_batchedtensor(self.loc):
+            return super().rsample(sample_shape)
+        shape = self._extended_shape(sample_shape)
+        return self.loc + torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device) * self.scale
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        if not is_batchedtensor(self.loc):
+            return super().sample(sample_shape)
+        with torch.no_grad():
+            return self.rsample(sample_shape)
 
 
 class IndependentNormal(D.Independent):
     """Diagonal Gaussian over the last ``event_dims`` dimensions."""
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, event_dims: int = 1):
-        super().__init__(D.Normal(loc, scale), event_dims)
+        super().__init__(_Normal(loc, scale), event_dims)
 
     @property
     def deterministic_sample(self) -> torch.Tensor:

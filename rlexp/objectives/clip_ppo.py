@@ -13,10 +13,16 @@ from rlexp.objectives.utils import inherit_keywords
 from rlexp.registry import losses
 
 
-def effective_sample_size(log_weight: torch.Tensor) -> torch.Tensor:
-    """``(sum w)^2 / (N sum w^2)`` along dim 0 in log-sum-exp form; 1 when all ratios are equal."""
+def effective_sample_size(log_weight: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``(sum w)^2 / (N sum w^2)`` along dim 0 in log-sum-exp form; 1 when all ratios are equal.
+
+    With ``mask`` (the shape of ``log_weight`` without its trailing 1), over the masked entries only.
+    """
     lw = log_weight.detach().squeeze(-1)
-    return (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp() / lw.shape[0]
+    if mask is None:
+        return (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp() / lw.shape[0]
+    lw, dims = lw.masked_fill(~mask, -torch.inf), tuple(range(mask.ndim))
+    return (2 * lw.logsumexp(dims) - (2 * lw).logsumexp(dims)).exp() / mask.sum()
 
 
 def clip_epsilon_pair(clip_epsilon: float | Sequence[float]) -> tuple[float, float]:

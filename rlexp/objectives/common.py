@@ -82,6 +82,9 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
     # sampling policy and the one scored in the loss must be the same function, dropout included).
     actor_in_eval_mode = False
     deterministic_sampling_mode = InteractionType.DETERMINISTIC
+    # rlexp trainer capability: buffers the forward updates (run state, such as an adaptive
+    # coefficient), kept per seed when several seeds train in one process; other buffers are constants.
+    per_run_buffers: tuple[str, ...] = ()
     # Buffers that accept a Python number by assignment (copied in place, keeping device and dtype).
     _schedulable_buffers: tuple[str, ...] = ()
 

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
+from torch._C._functorch import is_batchedtensor
 from tensordict import TensorDict, TensorDictBase, is_tensor_collection
 from tensordict.nn import CompositeDistribution, ProbabilisticTensorDictSequential, dispatch
 from tensordict.utils import NestedKey
@@ -194,7 +195,8 @@ class GRPOLoss(LossModule):
         out = {"kl_approx": (prev_m - cur).detach().mean()}
         if self.kl_mask_threshold is not None and self.kl_mask_threshold > 0:
             mask = mask & (0.5 * (cur - prev_m) ** 2 <= self.kl_mask_threshold)
-        out["ESS"] = effective_sample_size(log_weight[mask])
+        out["ESS"] = effective_sample_size(log_weight, mask) if is_batchedtensor(log_weight) else \
+            effective_sample_size(log_weight[mask])  # (vmap cannot batch a boolean selection)
         clipped = log_weight.clamp((-self.clip_epsilon_low).log1p(), self.clip_epsilon_high.log1p())
         out["clip_fraction"] = (clipped != log_weight).float().mean().detach()
         objective = -torch.min(log_weight.exp() * advantage, clipped.exp() * advantage)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 
 import torch
+from torch._C._functorch import is_batchedtensor
 from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictModule, ProbabilisticTensorDictSequential, TensorDictModule
 
@@ -23,6 +24,7 @@ class KLPENPPOLoss(PPOLoss):
     """
 
     _schedulable_buffers = PPOLoss._schedulable_buffers + ("beta",)
+    per_run_buffers = ("beta",)
     _out_keys_head = ("loss_objective", "kl")
 
     @inherit_keywords(PPOLoss.__init__)
@@ -52,8 +54,20 @@ class KLPENPPOLoss(PPOLoss):
 
     def _objective(self, tensordict, td, log_weight, delta, advantage, dist) -> dict:
         kl = kl_divergence(self._previous_dist(tensordict, td), dist, self.samples_mc_kl).unsqueeze(-1)
+        if is_batchedtensor(kl):  # under torch.func.vmap, where ``.data`` is refused: the same terms, see below
+            return self._objective_batched(log_weight, delta, advantage, kl)
         loss = -(self._behaviour(log_weight, delta).exp() * advantage - self.beta * kl)
         self._adapt_beta(kl.detach().mean())
+        return {"loss_objective": loss, "kl": kl.detach()}
+
+    def _objective_batched(self, log_weight, delta, advantage, kl) -> dict:
+        """The loss with the value of the current beta and the KL gradient of the adapted one, as the
+        in-place update through ``.data`` gives; beta is then updated out of autograd's sight."""
+        beta, adapted = self.beta, self.beta * self._beta_factor(kl.detach().mean())
+        penalty = adapted * kl + (beta - adapted) * kl.detach()
+        loss = -(self._behaviour(log_weight, delta).exp() * advantage - penalty)
+        with torch.no_grad():
+            self.beta.copy_(adapted)
         return {"loss_objective": loss, "kl": kl.detach()}
 
     def _previous_dist(self, tensordict: TensorDictBase, td: TensorDictBase):
@@ -73,10 +87,12 @@ class KLPENPPOLoss(PPOLoss):
     def _adapt_beta(self, kl_mean: torch.Tensor) -> None:
         # Through ``.data`` like torchrl: autograd saved this buffer, so the KL gradient of this
         # call already uses the updated beta; a plain in-place op would break backward.
-        if kl_mean > 1.5 * self.dtarg:
-            self.beta.data *= self.increment
-        elif kl_mean < self.dtarg / 1.5:
-            self.beta.data *= self.decrement
+        self.beta.data *= self._beta_factor(kl_mean)
+
+    def _beta_factor(self, kl_mean: torch.Tensor) -> torch.Tensor:
+        """``increment`` above ``1.5 dtarg``, ``decrement`` below ``dtarg / 1.5``, else 1 (branch-free for vmap)."""
+        return torch.where(kl_mean > 1.5 * self.dtarg, self.increment,
+                           torch.where(kl_mean < self.dtarg / 1.5, self.decrement, 1.0))
 
     def reset(self) -> None:
         """Restore the initial ``beta`` (in place)."""

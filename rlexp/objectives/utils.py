@@ -9,6 +9,7 @@ import inspect
 from enum import Enum
 
 import torch
+from torch._C._functorch import is_batchedtensor
 from tensordict import TensorDict, TensorDictBase, is_tensor_collection
 from tensordict.nn import CompositeDistribution, composite_lp_aggregate, set_composite_lp_aggregate
 from tensordict.utils import NestedKey
@@ -160,7 +161,8 @@ def entropy(dist: D.Distribution, samples_mc: int) -> torch.Tensor | TensorDictB
         value = dist.entropy()
     except NotImplementedError:
         value = None
-    if value is None or not bool(torch.isfinite(value).all()):
+    # Under vmap (several seeds in one process) the closed form is kept: a data-dependent branch cannot be batched.
+    if value is None or (not is_batchedtensor(value) and not bool(torch.isfinite(value).all())):
         value = -_draw(dist, samples_mc)[1].mean(0)
     return value
 
@@ -174,6 +176,11 @@ def kl_divergence(prev: D.Distribution, cur: D.Distribution, samples_mc: int) ->
         with set_composite_lp_aggregate(False):
             sample = prev.sample(torch.Size([samples_mc]))
             return (sum_heads(prev.log_prob(sample)) - sum_heads(cur.log_prob(sample))).mean(0)
+    if type(prev) is type(cur) is D.Categorical and is_batchedtensor(prev.logits):
+        # torch's closed form, without its boolean-mask writes (torch.func.vmap cannot batch them)
+        t = prev.probs * (prev.logits - cur.logits)
+        t = torch.where(cur.probs == 0, torch.inf, t)
+        return torch.where(prev.probs == 0, 0.0, t).sum(-1)
     try:
         return D.kl_divergence(prev, cur)
     except NotImplementedError:
@@ -257,4 +264,4 @@ def reduce_loss(loss: torch.Tensor, reduction: str, mask: torch.Tensor | None = 
         loss = loss.mean()
     elif reduction == "sum":
         loss = loss.sum()
-    return loss.squeeze(-1)
+    return loss.squeeze(-1) if loss.ndim else loss  # (vmap rejects squeeze(-1) of a 0-dim tensor)

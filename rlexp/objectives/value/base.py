@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import dataclass, field, fields
 
 import torch
+from torch._C._functorch import is_batchedtensor
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase, composite_lp_aggregate
 from tensordict.utils import NestedKey
@@ -46,7 +47,7 @@ def _nan_to_root(nxt: TensorDictBase, root: TensorDictBase) -> TensorDictBase:
             fallback = root.get(key, None)
             if fallback is not None and fallback.shape == value.shape:
                 nan = torch.isnan(value)
-                if nan.any():
+                if is_batchedtensor(nan) or nan.any():  # under vmap the where always runs (same values)
                     nxt.set(key, torch.where(nan, fallback, value))
     return nxt
 
