@@ -50,7 +50,8 @@ class ClipPPOLoss(PPOLoss):
                  clip_epsilon: float | tuple[float, float] = 0.2, clip_value: bool | float | None = None, **kwargs):
         if isinstance(clip_epsilon, Sequence):
             if clip_value is True:
-                raise ValueError("clip_value=True needs a single float clip_epsilon.")
+                raise ValueError("clip_value=True cannot infer the value-clip threshold from an asymmetric "
+                                 "clip_epsilon tuple. Pass an explicit float threshold instead, e.g. clip_value=0.2.")
             self._clip_pair = clip_epsilon_pair(clip_epsilon)
         else:
             self._clip_pair = None
@@ -74,7 +75,7 @@ class ClipPPOLoss(PPOLoss):
 
     def _run_value_estimator(self, td: TensorDictBase) -> None:
         if self.critic_network is None:
-            raise RuntimeError("ClipPPOLoss needs a critic_network to compute the missing advantage.")
+            raise RuntimeError("Critic network is not specified, cannot compute advantage within forward.")
         super()._run_value_estimator(td)
 
     def _objective(self, tensordict, td, log_weight, delta, advantage, dist) -> dict:

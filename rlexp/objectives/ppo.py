@@ -106,7 +106,7 @@ class PPOLoss(LossModule):
         entropy_coeff = _deprecated_alias("entropy_coeff", entropy_coeff, "entropy_coef", entropy_coef)
         critic_coeff = _deprecated_alias("critic_coeff", critic_coeff, "critic_coef", critic_coef)
         if actor_network is None:
-            raise TypeError("PPO losses need an actor_network.")
+            raise TypeError("Missing positional arguments actor_network or critic_network.")
         if gamma is not None:
             raise TypeError("gamma is not a loss argument; set it on the value estimator (make_value_estimator).")
         if advantage_key is not None or value_target_key is not None or value_key is not None:

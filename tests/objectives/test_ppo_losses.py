@@ -391,15 +391,22 @@ def test_constructor_errors_and_aliases():
         PPOLoss(policy.actor, policy.critic, loss_critic_type="l3")
     with pytest.raises(NotImplementedError, match="none, mean, sum"):
         PPOLoss(policy.actor, policy.critic, reduction="avg")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"increment should be >= 1.0 in KLPENPPOLoss, got 0.5000"):
         KLPENPPOLoss(policy.actor, policy.critic, increment=0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"decrement should be <= 1.0 in KLPENPPOLoss, got 1.5000"):
         KLPENPPOLoss(policy.actor, policy.critic, decrement=1.5)
+    with pytest.raises(TypeError, match="Missing positional arguments actor_network or critic_network"):
+        PPOLoss(critic_network=policy.critic)
+    with pytest.raises(ValueError, match="clip_value=True cannot infer the value-clip threshold from an "
+                                         "asymmetric clip_epsilon tuple.*clip_value=0.2"):
+        ClipPPOLoss(policy.actor, policy.critic, clip_epsilon=(0.1, 0.3), clip_value=True)
 
 
 def test_forward_input_errors():
     policy = Policy("categorical")
     td = make_batch(policy, 6)
+    with pytest.raises(RuntimeError, match="Critic network is not specified, cannot compute advantage"):
+        ClipPPOLoss(policy.actor)(td.exclude("advantage"))
     loss = PPOLoss(policy.actor, policy.critic)
     with pytest.raises(KeyError, match="Couldn't find the log-prob action_log_prob in the input data"):
         loss(td.exclude("action_log_prob"))
