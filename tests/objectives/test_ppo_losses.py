@@ -421,7 +421,8 @@ def test_forward_input_errors():
         PPOLoss(policy.actor, policy.critic, clip_value=0.5)(td.exclude("state_value"))
     bad = td.clone()
     bad["advantage"] = bad["advantage"].squeeze(-1)  # [B] broadcast against [B, 1] -> [B, B]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"The advantage \(shape=\(6,\)\) and the log-weight \(shape=\(6, 1\)\) "
+                                         r"would broadcast to \(6, 6\).*advantage.unsqueeze\(-1\)"):
         loss(bad)
     with pytest.raises(KeyError):
         KLPENPPOLoss(policy.actor, policy.critic)(td.exclude("logits"))
