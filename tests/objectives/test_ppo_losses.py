@@ -374,11 +374,13 @@ def test_optional_terms_and_critic_coeff():
 
 def test_constructor_errors_and_aliases():
     policy = Policy("categorical")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"Passing gamma / lambda parameters through the loss constructor is a "
+                                        r"deprecated feature.*make_value_estimator\(ValueEstimators"):
         PPOLoss(policy.actor, policy.critic, gamma=0.9)
-    for key in ("advantage_key", "value_target_key", "value_key"):
-        with pytest.raises(RuntimeError):
-            PPOLoss(policy.actor, policy.critic, **{key: "x"})
+    for key in ("advantage", "value_target", "value"):
+        with pytest.raises(RuntimeError, match=f"Setting '{key}' via the constructor is deprecated, use "
+                                               r"\.set_keys\(<key>='some_key'\) instead"):
+            PPOLoss(policy.actor, policy.critic, **{f"{key}_key": "x"})
     # The seed documents' one-f spelling is a deprecated alias (issue 3; torchrl 0.14 itself raises TypeError).
     with pytest.warns(DeprecationWarning, match="entropy_coef is deprecated; use entropy_coeff"):
         loss = ClipPPOLoss(policy.actor, policy.critic, entropy_coef=0.2, critic_coef=0.3)
@@ -397,6 +399,9 @@ def test_constructor_errors_and_aliases():
         KLPENPPOLoss(policy.actor, policy.critic, decrement=1.5)
     with pytest.raises(TypeError, match="Missing positional arguments actor_network or critic_network"):
         PPOLoss(critic_network=policy.critic)
+    with pytest.raises(TypeError, match="Missing positional arguments actor_network or critic_network"):
+        PPOLoss(policy.actor, critic_coeff=0.5)
+    assert PPOLoss(policy.actor, critic_coeff=0.0).critic_network is None  # no critic asked for
     with pytest.raises(ValueError, match="clip_value=True cannot infer the value-clip threshold from an "
                                          "asymmetric clip_epsilon tuple.*clip_value=0.2"):
         ClipPPOLoss(policy.actor, policy.critic, clip_epsilon=(0.1, 0.3), clip_value=True)
