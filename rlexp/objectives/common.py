@@ -383,7 +383,8 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
                     raise NotImplementedError(f"Unknown value type {value_type!r}; use one of {sorted(ALIASES)}.")
                 value_type = ALIASES[value_type.lower()]
             if value_type not in ESTIMATOR_CLASSES:
-                raise NotImplementedError(f"Value type {value_type} is not implemented for {type(self).__name__}.")
+                raise NotImplementedError(f"Value type {value_type} is not implemented for loss {type(self).__name__}; "
+                                          "rlexp implements TD0, TD1, TDLambda and GAE.")
             kwargs = {**self.default_value_kwargs(value_type), **hyperparams}
             estimator = ESTIMATOR_CLASSES[value_type](value_network=self._value_network(), **kwargs)
         self._value_estimator = estimator

@@ -122,9 +122,9 @@ def test_make_value_estimator_instance_class_and_errors():
     assert loss.value_estimator.tensor_keys.value_target == "vt"
     loss.set_keys(value_target="target2")
     assert loss.value_estimator.tensor_keys.value_target == "target2"  # later renames are forwarded
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError, match="Value type .*VTrace.* is not implemented for loss ClipPPOLoss"):
         loss.make_value_estimator(ValueEstimators.VTrace)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError, match=r"Unknown value type 'montecarlo'; use one of \["):
         loss.make_value_estimator("montecarlo")
     replacement = TD0Estimator(gamma=0.1, value_network=critic)
     loss.value_estimator = replacement
