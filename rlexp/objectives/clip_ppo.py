@@ -23,12 +23,14 @@ def clip_epsilon_pair(clip_epsilon: float | Sequence[float]) -> tuple[float, flo
     """``(eps_low, eps_high)`` from a float or a pair; ``ValueError`` unless ``0 <= low < 1`` and ``high >= 0``."""
     if isinstance(clip_epsilon, Sequence):
         if len(clip_epsilon) != 2:
-            raise ValueError(f"clip_epsilon must be a float or a pair (low, high), got {clip_epsilon}.")
+            raise ValueError(f"clip_epsilon tuple must have length 2, got {clip_epsilon}.")
         low, high = (float(e) for e in clip_epsilon)
     else:
         low = high = float(clip_epsilon)
-    if low < 0 or high < 0 or low >= 1:
-        raise ValueError(f"clip_epsilon needs 0 <= low < 1 and high >= 0, got {clip_epsilon}.")
+    if low < 0 or high < 0:
+        raise ValueError(f"clip_epsilon values must be non-negative, got ({low}, {high}).")
+    if low >= 1:
+        raise ValueError(f"clip_epsilon low must be < 1 (to keep 1 - eps_low > 0), got {low}.")
     return low, high
 
 

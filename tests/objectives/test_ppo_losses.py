@@ -310,8 +310,11 @@ def test_asymmetric_clip_epsilon():
     expected = -torch.min(log_w.exp() * adv, clipped.exp() * adv).mean()
     torch.testing.assert_close(out["loss_objective"], expected, **TOL)
     assert float(loss.clip_epsilon_low) == pytest.approx(0.1) and float(loss.clip_epsilon_high) == pytest.approx(0.3)
-    for bad in [(0.1,), (-0.1, 0.2), (1.0, 0.2), (0.1, -0.2)]:
-        with pytest.raises(ValueError):
+    for bad, match in [((0.1,), r"clip_epsilon tuple must have length 2, got \(0.1,\)"),
+                       ((-0.1, 0.2), r"clip_epsilon values must be non-negative, got \(-0.1, 0.2\)"),
+                       ((1.0, 0.2), r"clip_epsilon low must be < 1 \(to keep 1 - eps_low > 0\), got 1.0"),
+                       ((0.1, -0.2), r"clip_epsilon values must be non-negative, got \(0.1, -0.2\)")]:
+        with pytest.raises(ValueError, match=match):
             ClipPPOLoss(policy.actor, policy.critic, clip_epsilon=bad)
 
 
