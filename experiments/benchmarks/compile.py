@@ -41,6 +41,7 @@ def timed_update(trainer: Trainer, rollout) -> float:
 
 def measure(overrides: list[str], pairs: int) -> dict[str, float]:
     """Seconds of the cold compiled update and the median eager and compiled updates, and the break-even."""
+    torch._dynamo.reset()  # a fresh compiler per config: guards built for another config's modules can fail
     trainers = {}
     with tempfile.TemporaryDirectory() as folder:
         for compiled in (False, True):
