@@ -14,6 +14,7 @@ frames. One torch thread; on a shared machine only the side-by-side ratios mean 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -73,7 +74,8 @@ def report(pairs: int) -> str:
     for name, overrides in CONFIGS.items():
         r = measure(overrides, pairs)
         lines.append(f"| {name} | {r['frames_per_batch']:,} | {r['cold']:.1f} | {r['eager']:.3f} | {r['compiled']:.3f} | "
-                     f"{r['speedup']:.2f}x | {r['break_even_updates']:.0f} | {r['break_even_frames']:,.0f} |")
+                     f"{r['speedup']:.2f}x | " + (f"{r['break_even_updates']:,.0f} | {r['break_even_frames']:,.0f} |"
+                     if math.isfinite(r["break_even_updates"]) else "never | never |"))
         print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
 
