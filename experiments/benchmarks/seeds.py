@@ -9,11 +9,12 @@ Per round, in an order that rotates from round to round, on the same machine:
 * ``sweep`` -- ``python -m rlexp -m seed=0,...,15 hydra/launcher=joblib hydra.launcher.n_jobs=2``.
 
 Every variant trains the same config (``--config``: ``cartpole`` is ``env=cartpole``, rlexp's default;
-``pendulum`` is ``env=pendulum``, the continuous-control default) with W&B offline, as a user's run would,
-and is timed from launch until its last process exits. Printed: wall seconds per variant and round, the
-per-round ratio sweep / variant, medians, and the share of seeds whose final evaluation reaches the
-config's threshold (475 on CartPole, -200 on Pendulum). ``--write`` saves the printed report to
-experiments/results/seeds_<config>.md.
+``grpo`` is ``loss=grpo env=cartpole``; ``pendulum`` is ``env=pendulum``, the continuous-control default)
+with W&B offline, as a user's run would, and is timed from launch until its last process exits. Printed:
+wall seconds per variant and round, the per-round ratio sweep / variant, medians, and the share of seeds
+whose final evaluation reaches the config's threshold (475 on CartPole, -200 on Pendulum). ``--write``
+saves the printed report to experiments/results/seeds_<config>.md (``seeds_<config>_short.md`` when
+``--overrides`` shortens the runs).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = {"cartpole": (["env=cartpole"], 475.0), "pendulum": (["env=pendulum"], -200.0)}
+CONFIGS = {"cartpole": (["env=cartpole"], 475.0), "grpo": (["loss=grpo", "env=cartpole"], 475.0),
+           "pendulum": (["env=pendulum"], -200.0)}
 VARIANTS = ("one", "two", "sweep")
 
 
@@ -119,7 +121,8 @@ def main() -> None:
     text = "\n".join(report)
     print("\n" + text)
     if args.write:
-        (ROOT / "experiments" / "results" / f"seeds_{args.config}.md").write_text(text + "\n")
+        suffix = "_short" if args.overrides else ""  # a shortened run does not replace the full one
+        (ROOT / "experiments" / "results" / f"seeds_{args.config}{suffix}.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

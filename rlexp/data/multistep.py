@@ -41,7 +41,7 @@ class MultiStepTransform:
     @n_steps.setter
     def n_steps(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"n_steps must be an integer >= 1, got {value!r}.")
+            raise ValueError(f"The value of n_steps must be a strictly positive integer, got {value!r}.")
         self._n_steps = value
 
     def __call__(self, data: TensorDictBase) -> TensorDictBase:

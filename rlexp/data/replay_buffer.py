@@ -63,7 +63,8 @@ class ReplayBuffer:
         """A ``[batch_size]`` tensordict drawn by the sampler (plus its info dict if ``return_info``)."""
         batch_size = self.batch_size if batch_size is None else batch_size
         if batch_size is None:
-            raise RuntimeError("No batch_size: pass one to sample() or to the ReplayBuffer constructor.")
+            raise RuntimeError("batch_size not specified. You can specify the batch_size when constructing the "
+                               "replay buffer, or pass it to the sample method.")
         index, info = self.sampler.sample(self.storage, batch_size)
         data = self.storage.get(index)
         if "updates" in info:
@@ -76,7 +77,8 @@ class ReplayBuffer:
     def __iter__(self) -> Iterator[TensorDictBase]:
         """Yield ``sample()`` until the sampler's epoch runs out (never, for random samplers)."""
         if self.batch_size is None:
-            raise RuntimeError("Iterating over a ReplayBuffer needs the batch_size constructor argument.")
+            raise RuntimeError("Cannot iterate over the replay buffer. Batch_size was not specified during "
+                               "construction of the replay buffer.")
         self.sampler.ran_out = False
         while not self.sampler.ran_out:
             yield self.sample()

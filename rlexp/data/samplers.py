@@ -17,7 +17,7 @@ from rlexp.data.storage import LazyTensorStorage
 
 def _check_not_empty(storage: LazyTensorStorage) -> None:
     if len(storage) == 0:
-        raise RuntimeError("Cannot sample from an empty replay buffer.")
+        raise RuntimeError("Cannot sample from an empty storage.")
 
 
 def _flat_to_storage_index(flat: torch.Tensor, storage: LazyTensorStorage) -> torch.Tensor:
@@ -74,7 +74,9 @@ class SamplerWithoutReplacement:
         _check_not_empty(storage)
         n = len(storage)
         if self.drop_last and batch_size > n:
-            raise ValueError(f"batch_size={batch_size} exceeds the {n} stored elements and drop_last=True.")
+            raise ValueError(f"The batch size ({batch_size}) is greater than the storage capacity ({n}). This makes "
+                             "it impossible to return a sample without repeating indices. Consider changing the "
+                             "sampler class or turn the 'drop_last' argument to False.")
         if self._remaining is None or self._remaining.numel() == 0 or self._epoch_len != n or \
                 (self.drop_last and self._remaining.numel() < batch_size):
             self._remaining = torch.randperm(n) if self.shuffle else torch.arange(n)
@@ -120,7 +122,8 @@ class SliceSampler:
     def __init__(self, *, num_slices: int | None = None, slice_len: int | None = None, end_key=None,
                  traj_key=None, strict_length: bool = True, truncated_key=("next", "truncated")):
         if (num_slices is None) == (slice_len is None):
-            raise TypeError("Give exactly one of num_slices and slice_len.")
+            raise TypeError("Either num_slices or slice_len must be not None, and not both. "
+                            f"Got num_slices={num_slices} and slice_len={slice_len}.")
         self.num_slices, self.slice_len = num_slices, slice_len
         self.end_key = ("next", "done") if end_key is None else end_key
         self.traj_key = traj_key
@@ -130,8 +133,9 @@ class SliceSampler:
     def _shape(self, batch_size: int) -> tuple[int, int]:
         given = self.num_slices if self.num_slices is not None else self.slice_len
         if given < 1 or batch_size % given:
-            raise ValueError(f"batch_size={batch_size} is not a multiple of "
-                             f"{'num_slices' if self.num_slices is not None else 'slice_len'}={given}.")
+            what = ("number of slices", "num_slices") if self.num_slices is not None else ("slice length", "slice_len")
+            raise RuntimeError(f"The batch-size must be divisible by the {what[0]}, got batch_size={batch_size} and "
+                               f"{what[1]}={given}.")
         other = batch_size // given
         return (given, other) if self.num_slices is not None else (other, given)
 
@@ -161,7 +165,8 @@ class SliceSampler:
         length = stop - start + 1
         eligible = length >= slice_len if self.strict_length else torch.ones_like(length, dtype=torch.bool)
         if not eligible.any():
-            raise RuntimeError(f"No stored trajectory is at least slice_len={slice_len} steps long.")
+            raise RuntimeError(f"Did not find a single trajectory with sufficient length (length range: "
+                               f"{int(length.min())} - {int(length.max())} / required={slice_len}).")
         row, start, length = row[eligible], start[eligible], length[eligible]
         traj = torch.randint(row.numel(), (num_slices,))
         room = (length[traj] - slice_len + 1).clamp_min(1)

@@ -36,7 +36,7 @@ class GRUModule(TensorDictModuleBase):
                  gru: nn.Module | None = None, default_recurrent_mode: bool | None = None):
         super().__init__()
         if not batch_first:
-            raise ValueError("GRUModule requires batch_first=True.")
+            raise ValueError("The input gru must have batch_first=True.")
         if gru is None:
             if input_size is None or hidden_size is None:
                 raise TypeError("GRUModule needs input_size and hidden_size (or an existing gru=).")
@@ -44,9 +44,10 @@ class GRUModule(TensorDictModuleBase):
             gru = cls(input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=True,
                       dropout=dropout, bidirectional=bidirectional)
         elif input_size is not None or hidden_size is not None:
-            raise ValueError("gru= cannot be combined with input_size or hidden_size.")
+            raise ValueError("An GRU instance cannot be passed along with class argument "
+                             f"(input_size={input_size}, hidden_size={hidden_size}).")
         elif not gru.batch_first:
-            raise ValueError("The wrapped GRU must have batch_first=True.")
+            raise ValueError("The input gru must have batch_first=True.")
         elif python_based and not isinstance(gru, PythonGRU):
             gru = _same_parameters_as(gru, PythonGRU)
         self.gru = gru.to(device) if device is not None else gru
@@ -61,13 +62,14 @@ class GRUModule(TensorDictModuleBase):
 
     @recurrent_mode.setter
     def recurrent_mode(self, value: bool) -> None:
-        raise RuntimeError("recurrent_mode is read-only: use set_recurrent_mode(...) or default_recurrent_mode.")
+        raise RuntimeError("recurrent_mode cannot be changed in-place. Please use the set_recurrent_mode context "
+                           "manager (or the default_recurrent_mode constructor argument).")
 
     def set_recurrent_mode(self, mode: bool | str = True) -> GRUModule:
         """Always raises ``RuntimeError``, as in torchrl 0.14.1: the mode is set by a context manager or at construction."""
-        raise RuntimeError("GRUModule.set_recurrent_mode() was removed: wrap the call in the "
-                           "rlexp.modules.set_recurrent_mode(mode) context manager, or build the module with "
-                           "default_recurrent_mode=mode.")
+        raise RuntimeError("The gru.set_recurrent_mode() API has been removed. To set the recurrent mode, use the "
+                           "rlexp.modules.set_recurrent_mode context manager or the `default_recurrent_mode` "
+                           "keyword argument in the constructor.")
 
     def make_python_based(self) -> GRUModule:
         """Swap ``self.gru`` for a :class:`PythonGRU` holding the same parameter objects; returns self."""
@@ -89,7 +91,9 @@ class GRUModule(TensorDictModuleBase):
         hidden_key = self.in_keys[1]
         if self.out_keys[1] != unravel_key(("next", hidden_key)):
             raise RuntimeError(
-                f"make_tensordict_primer needs out_keys[1] == ('next', {hidden_key!r}), got {self.out_keys[1]!r}."
+                "make_tensordict_primer is supposed to work with in_keys/out_keys that have compatible names, ie. "
+                "the out_keys should be named after ('next', <in_key>). Got "
+                f"in_keys={self.in_keys} and out_keys={self.out_keys} instead."
             )
         device = next(self.gru.parameters()).device
         spec = HiddenStateSpec(torch.Size(self._state_shape), torch.float32, device)
@@ -154,7 +158,8 @@ class GRUModule(TensorDictModuleBase):
         and gives every layer's final hidden.
         """
         if tensordict.batch_dims == 0:
-            raise ValueError("Recurrent mode needs a tensordict with a time dimension (at least 1 batch dim).")
+            raise ValueError("GRUModule(recurrent_mode=True) requires the input tensordict to have at least one "
+                             "batch dim (time). Got a 0-d tensordict.")
         x = tensordict.get(self.in_keys[0])
         x = x.reshape(-1, x.shape[-1])
         first, lengths, segment, position = _segments(is_init.reshape(-1, tensordict.batch_size[-1]))
@@ -201,17 +206,20 @@ def _same_parameters_as(gru: nn.Module, cls: type[nn.Module]) -> nn.Module:
 def _expand_keys(in_key, in_keys, out_key, out_keys) -> tuple[list[NestedKey], list[NestedKey]]:
     """torchrl's key rules: ``[input, hidden, "is_init"]`` in, ``[output, next_hidden]`` out."""
     if (in_key is None) == (in_keys is None):
-        raise ValueError("Pass exactly one of in_key and in_keys.")
+        raise ValueError("Either in_keys or in_key must be specified but not both or none. "
+                         f"Got {in_keys} and {in_key} respectively.")
     if (out_key is None) == (out_keys is None):
-        raise ValueError("Pass exactly one of out_key and out_keys.")
+        raise ValueError("Either out_keys or out_key must be specified but not both or none. "
+                         f"Got {out_keys} and {out_key} respectively.")
     in_keys = unravel_key_list([in_key, "recurrent_state"] if in_keys is None else _key_list(in_keys))
     out_keys = unravel_key_list([out_key, ("next", "recurrent_state")] if out_keys is None else _key_list(out_keys))
     if len(in_keys) == 2:
         in_keys.append("is_init")
     if len(in_keys) != 3 or in_keys[2] != "is_init":
-        raise ValueError(f"in_keys must be [input, hidden] or [input, hidden, 'is_init'], got {in_keys}.")
+        raise ValueError("GRUModule expects 2 inputs: a value and a hidden state (and potentially an 'is_init' "
+                         f"marker). Got in_keys {in_keys} instead.")
     if len(out_keys) != 2:
-        raise ValueError(f"out_keys must be [output, next_hidden], got {out_keys}.")
+        raise ValueError(f"GRUModule expects 2 outputs: a value and a hidden state. Got out_keys {out_keys} instead.")
     return in_keys, out_keys
 
 

@@ -29,12 +29,14 @@ def clip_epsilon_pair(clip_epsilon: float | Sequence[float]) -> tuple[float, flo
     """``(eps_low, eps_high)`` from a float or a pair; ``ValueError`` unless ``0 <= low < 1`` and ``high >= 0``."""
     if isinstance(clip_epsilon, Sequence):
         if len(clip_epsilon) != 2:
-            raise ValueError(f"clip_epsilon must be a float or a pair (low, high), got {clip_epsilon}.")
+            raise ValueError(f"clip_epsilon tuple must have length 2, got {clip_epsilon}.")
         low, high = (float(e) for e in clip_epsilon)
     else:
         low = high = float(clip_epsilon)
-    if low < 0 or high < 0 or low >= 1:
-        raise ValueError(f"clip_epsilon needs 0 <= low < 1 and high >= 0, got {clip_epsilon}.")
+    if low < 0 or high < 0:
+        raise ValueError(f"clip_epsilon values must be non-negative, got ({low}, {high}).")
+    if low >= 1:
+        raise ValueError(f"clip_epsilon low must be < 1 (to keep 1 - eps_low > 0), got {low}.")
     return low, high
 
 
@@ -56,7 +58,8 @@ class ClipPPOLoss(PPOLoss):
                  clip_epsilon: float | tuple[float, float] = 0.2, clip_value: bool | float | None = None, **kwargs):
         if isinstance(clip_epsilon, Sequence):
             if clip_value is True:
-                raise ValueError("clip_value=True needs a single float clip_epsilon.")
+                raise ValueError("clip_value=True cannot infer the value-clip threshold from an asymmetric "
+                                 "clip_epsilon tuple. Pass an explicit float threshold instead, e.g. clip_value=0.2.")
             self._clip_pair = clip_epsilon_pair(clip_epsilon)
         else:
             self._clip_pair = None
@@ -80,7 +83,7 @@ class ClipPPOLoss(PPOLoss):
 
     def _run_value_estimator(self, td: TensorDictBase) -> None:
         if self.critic_network is None:
-            raise RuntimeError("ClipPPOLoss needs a critic_network to compute the missing advantage.")
+            raise RuntimeError("Critic network is not specified, cannot compute advantage within forward.")
         super()._run_value_estimator(td)
 
     def _objective(self, tensordict, td, log_weight, delta, advantage, dist) -> dict:

@@ -108,7 +108,7 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
         names = {f.name for f in fields(self._AcceptedKeys)}
         for key, value in kwargs.items():
             if key not in names:
-                raise ValueError(f"{key} is not an accepted tensordict key of {type(self).__name__}: {sorted(names)}")
+                raise ValueError(f"{key} is not an accepted tensordict key. Accepted keys are: {sorted(names)}.")
             if value is None:
                 value = getattr(self.default_keys(), key)  # AttributeError without default_keys, as torchrl
             setattr(self._tensor_keys, key, value)
@@ -210,7 +210,7 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
 
     def set_vmap_randomness(self, value: str) -> None:
         if value not in VMAP_RANDOMNESS_MODES:
-            raise ValueError(f"vmap_randomness must be one of {VMAP_RANDOMNESS_MODES}, got {value!r}.")
+            raise ValueError(f"Wrong vmap randomness, should be one of 'error', 'same' or 'different', got {value!r}.")
         self._vmap_randomness = value
 
     def _reduce_losses(self, tensordict: TensorDictBase, out: dict, reduction: str) -> dict:
@@ -333,8 +333,11 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
             return
         params = getattr(self, network_name + _PARAMS_SUFFIX)
         new = TensorDict.from_module(stateful_net)
-        if set(new.keys(True, True)) != set(params.keys(True, True)):
-            raise RuntimeError(f"The parameters of the given network do not match those of {network_name}.")
+        keys_new, keys_own = set(new.keys(True, True)), set(params.keys(True, True))
+        if keys_new != keys_own:
+            raise RuntimeError(f"The keys of params and provided module differ: {keys_own - keys_new} are in "
+                               f"self.params and not in the module, {keys_new - keys_own} are in the module but "
+                               "not in self.params.")
         with torch.no_grad():
             params.data.update_(new.data)
 
@@ -383,7 +386,8 @@ class LossModule(TensorDictModuleBase, metaclass=_LossModuleMeta):
                     raise NotImplementedError(f"Unknown value type {value_type!r}; use one of {sorted(ALIASES)}.")
                 value_type = ALIASES[value_type.lower()]
             if value_type not in ESTIMATOR_CLASSES:
-                raise NotImplementedError(f"Value type {value_type} is not implemented for {type(self).__name__}.")
+                raise NotImplementedError(f"Value type {value_type} is not implemented for loss {type(self).__name__}; "
+                                          "rlexp implements TD0, TD1, TDLambda and GAE.")
             kwargs = {**self.default_value_kwargs(value_type), **hyperparams}
             estimator = ESTIMATOR_CLASSES[value_type](value_network=self._value_network(), **kwargs)
         self._value_estimator = estimator

@@ -137,7 +137,7 @@ class GRPOLoss(LossModule):
     def _read(self, td: TensorDictBase, key: NestedKey, what: str) -> torch.Tensor:
         value = td.get(key, None)
         if value is None:
-            raise ValueError(f"GRPOLoss needs the {what} {key!r} in its input tensordict.")
+            raise ValueError(f"{what.capitalize()} key {key} not in tensordict.")
         return value
 
     def _aggregate(self, loss: torch.Tensor, mask: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
@@ -158,8 +158,8 @@ class GRPOLoss(LossModule):
         if ref.ndim == log_prob.ndim + 1:
             ref = ref.squeeze(-1)
         if ref.shape != log_prob.shape:
-            raise ValueError(f"The reference log-prob {self._tensor_keys.ref_log_probs!r} has shape "
-                             f"{tuple(ref.shape)}, the current log-prob {tuple(log_prob.shape)}.")
+            raise ValueError(f"cur_log_prob and ref_log_prob must have the same shape, got {log_prob.shape=} and "
+                             f"{ref.shape=} (ref_log_prob read from {self._tensor_keys.ref_log_probs!r}).")
         return ref
 
     @dispatch
@@ -182,16 +182,17 @@ class GRPOLoss(LossModule):
         else:
             log_prob = dist.log_prob(self._read(td, keys.action, "action"))
         if prev.shape != log_prob.shape:
-            raise ValueError(f"The stored log-prob {keys.sample_log_prob!r} has shape {tuple(prev.shape)}, the "
-                             f"current log-prob {tuple(log_prob.shape)}.")
+            raise ValueError(f"Shape mismatch detected in GRPOLoss: current log-prob shape {log_prob.shape} != "
+                             f"previous log-prob shape {prev.shape} (read from {keys.sample_log_prob!r}).")
         mask = torch.isfinite(prev)
         zero = log_prob.new_zeros(())
         cur = torch.where(mask, log_prob, zero)
         prev_m = torch.where(mask, prev, zero)
         log_weight = (cur - prev_m).unsqueeze(-1)
         if advantage.ndim != log_weight.ndim:
-            raise ValueError(f"The advantage has shape {tuple(advantage.shape)}; GRPOLoss needs the log-weight's "
-                             f"number of dims, {tuple(log_weight.shape)} (a trailing singleton dim).")
+            raise ValueError(f"advantage and log_weight must have the same number of dimensions, got "
+                             f"{advantage.ndim=} and {log_weight.ndim=}; the advantage needs a trailing singleton "
+                             "dimension.")
         out = {"kl_approx": (prev_m - cur).detach().mean()}
         if self.kl_mask_threshold is not None and self.kl_mask_threshold > 0:
             mask = mask & (0.5 * (cur - prev_m) ** 2 <= self.kl_mask_threshold)

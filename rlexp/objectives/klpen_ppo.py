@@ -32,9 +32,9 @@ class KLPENPPOLoss(PPOLoss):
                  critic_network: TensorDictModule | None = None, *, dtarg: float = 0.01, beta: float = 1.0,
                  increment: float = 2, decrement: float = 0.5, samples_mc_kl: int = 1, **kwargs):
         if increment < 1:
-            raise ValueError(f"increment must be >= 1, got {increment}.")
+            raise ValueError(f"increment should be >= 1.0 in KLPENPPOLoss, got {increment:4.4f}")
         if decrement > 1:
-            raise ValueError(f"decrement must be <= 1, got {decrement}.")
+            raise ValueError(f"decrement should be <= 1.0 in KLPENPPOLoss, got {decrement:4.4f}")
         super().__init__(actor_network, critic_network, **kwargs)
         self.dtarg = dtarg
         self._beta_init = beta

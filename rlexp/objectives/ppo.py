@@ -105,12 +105,17 @@ class PPOLoss(LossModule):
         critic_network = _alias("critic_network", critic_network, "critic", critic)
         entropy_coeff = _deprecated_alias("entropy_coeff", entropy_coeff, "entropy_coef", entropy_coef)
         critic_coeff = _deprecated_alias("critic_coeff", critic_coeff, "critic_coef", critic_coef)
-        if actor_network is None:
-            raise TypeError("PPO losses need an actor_network.")
+        # A critic coefficient of 0 asks for no critic, so it needs no critic_network.
+        if actor_network is None or (critic_network is None and critic_coeff not in (None, 0)):
+            raise TypeError("Missing positional arguments actor_network or critic_network.")
         if gamma is not None:
-            raise TypeError("gamma is not a loss argument; set it on the value estimator (make_value_estimator).")
-        if advantage_key is not None or value_target_key is not None or value_key is not None:
-            raise RuntimeError("advantage_key, value_target_key and value_key are deprecated; use set_keys().")
+            raise TypeError("Passing gamma / lambda parameters through the loss constructor is a deprecated feature. "
+                            "To customize your value function, run "
+                            "`loss_module.make_value_estimator(ValueEstimators.<value_fun>, gamma=val)`.")
+        for key, value in (("advantage", advantage_key), ("value_target", value_target_key), ("value", value_key)):
+            if value is not None:
+                raise RuntimeError(f"Setting '{key}' via the constructor is deprecated, use "
+                                   ".set_keys(<key>='some_key') instead.")
         reduction = "mean" if reduction is None else reduction
         if reduction not in REDUCTIONS:
             raise NotImplementedError(f"Unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}.")
@@ -123,8 +128,6 @@ class PPOLoss(LossModule):
             entropy_coeff = 0.0  # the buffer stays, unused
         elif entropy_coeff is not None and not isinstance(entropy_coeff, (float, int, torch.Tensor)):
             raise TypeError("entropy_coeff must be a float or a Mapping[str, float]")
-        if critic_network is None and critic_coeff is not None:
-            raise TypeError("critic_coeff was given but there is no critic_network.")
         if delay_actor and not functional:
             raise ValueError("delay_actor=True needs functional=True (the proximal policy is a parameter copy).")
         if max_importance_ratio is not None and not max_importance_ratio > 0:

@@ -109,8 +109,11 @@ def broadcast_advantage(advantage: torch.Tensor, log_weight: torch.Tensor) -> to
             advantage = advantage.reshape(*batch, *([1] * (log_weight.ndim - len(batch)))).expand_as(log_weight)
     shape = torch.broadcast_shapes(advantage.shape, log_weight.shape)
     if shape.numel() > max(advantage.numel(), log_weight.numel()):
-        raise ValueError(f"The advantage of shape {tuple(advantage.shape)} does not match the log-weight of shape "
-                         f"{tuple(log_weight.shape)}; a missing trailing singleton dimension is the usual cause.")
+        raise ValueError(f"The advantage (shape={tuple(advantage.shape)}) and the log-weight "
+                         f"(shape={tuple(log_weight.shape)}) would broadcast to {tuple(shape)}, turning the PPO "
+                         "objective into an outer product over samples. This usually means the advantage is "
+                         "missing its trailing value dimension: reshape it to batch shape + (1,) "
+                         "(e.g. advantage.unsqueeze(-1)).")
     return advantage
 
 
@@ -245,8 +248,10 @@ def broadcast_mask(mask: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
     while mask.ndim > loss.ndim and mask.shape[-1] == 1:
         mask = mask.squeeze(-1)
     if mask.ndim > loss.ndim:
-        raise ValueError(f"Cannot broadcast a loss mask of shape {tuple(mask.shape)} to a loss of shape "
-                         f"{tuple(loss.shape)}.")
+        raise ValueError(f"A mask of shape {tuple(mask.shape)} cannot be applied to a loss of shape "
+                         f"{tuple(loss.shape)}: the mask has more non-singleton dimensions than the loss. "
+                         "Per-element masking requires an elementwise loss, not one whose event dimensions have "
+                         "already been reduced (e.g. a log-prob).")
     return mask.reshape(*mask.shape, *([1] * (loss.ndim - mask.ndim))).expand_as(loss)
 
 

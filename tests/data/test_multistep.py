@@ -180,7 +180,7 @@ def test_custom_keys_and_no_mask():
 
 def test_n_steps_validation_and_defaults():
     for bad in (0, -1, 2.5, "3", True):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="The value of n_steps must be a strictly positive integer"):
             MultiStepTransform(bad, 0.9)
     transform = MultiStepTransform(2, 0.95)
     with pytest.raises(ValueError):

@@ -39,6 +39,10 @@ def test_without_replacement_ndim2_drop_last_and_no_shuffle():
         pairs = [(e, t) for b in batches for e, t in zip(b["env"].tolist(), b["time"].tolist())]
         assert len(set(pairs)) == 10
 
+    with pytest.raises(ValueError, match=r"The batch size \(13\) is greater than the storage capacity \(12\).*"
+                                         "'drop_last' argument to False"):
+        rb.sample(13)
+
     ordered = ReplayBuffer(storage=LazyTensorStorage(12, ndim=2),
                            sampler=SamplerWithoutReplacement(shuffle=False), batch_size=5)
     ordered.extend(numbered(3, 0, 4))
@@ -151,15 +155,22 @@ def test_strict_length_and_trajectory_ids():
 
 
 def test_slice_sampler_argument_errors():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="Either num_slices or slice_len must be not None, and not both. "
+                                        "Got num_slices=None and slice_len=None"):
         SliceSampler()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="Got num_slices=2 and slice_len=3"):
         SliceSampler(num_slices=2, slice_len=3)
     rb = ReplayBuffer(storage=LazyTensorStorage(10), sampler=SliceSampler(slice_len=3))
     rb.extend(numbered(1, 0, 10)[0])
-    with pytest.raises(ValueError, match="multiple"):
+    with pytest.raises(RuntimeError, match="The batch-size must be divisible by the slice length, got "
+                                           "batch_size=7 and slice_len=3"):
         rb.sample(7)
+    by_count = ReplayBuffer(storage=LazyTensorStorage(10), sampler=SliceSampler(num_slices=2))
+    by_count.extend(numbered(1, 0, 10)[0])
+    with pytest.raises(RuntimeError, match="divisible by the number of slices, got batch_size=7 and num_slices=2"):
+        by_count.sample(7)
     too_short = ReplayBuffer(storage=LazyTensorStorage(10), sampler=SliceSampler(slice_len=11))
     too_short.extend(numbered(1, 0, 10)[0])
-    with pytest.raises(RuntimeError, match="slice_len"):
+    with pytest.raises(RuntimeError, match=r"Did not find a single trajectory with sufficient length "
+                                           r"\(length range: 10 - 10 / required=11\)"):
         too_short.sample(11)

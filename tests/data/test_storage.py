@@ -99,13 +99,15 @@ def test_default_sampler_and_missing_batch_size():
     rb = ReplayBuffer(storage=LazyTensorStorage(4))
     assert isinstance(rb.sampler, RandomSampler)
     rb.extend(flat([1]))
-    with pytest.raises(RuntimeError, match="batch_size"):
+    with pytest.raises(RuntimeError, match="batch_size not specified.*pass it to the sample method"):
         rb.sample()
+    with pytest.raises(RuntimeError, match="Cannot iterate over the replay buffer. Batch_size was not specified"):
+        next(iter(rb))
 
 
 def test_empty_drops_data_and_allows_a_new_layout():
     rb = ReplayBuffer(storage=LazyTensorStorage(4), batch_size=2)
-    with pytest.raises(RuntimeError, match="empty"):
+    with pytest.raises(RuntimeError, match="Cannot sample from an empty storage"):
         rb.sample()
     rb.extend(flat([1, 2, 3]))
     rb.empty()

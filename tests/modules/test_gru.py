@@ -63,24 +63,27 @@ def test_explicit_keys_nested_and_with_is_init():
     assert module.out_keys == [("a", "y"), ("next", "h")]
 
 
+BOTH_OR_NONE = "Either {0}s or {0} must be specified but not both or none"
+
+
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, match",
     [
-        dict(in_key="x", in_keys=["x", "h"], out_key="y"),
-        dict(out_key="y"),
-        dict(in_key="x", out_key="y", out_keys=["y", ("next", "h")]),
-        dict(in_key="x"),
-        dict(in_keys=["x"], out_key="y"),
-        dict(in_keys=["x", "h", "done"], out_key="y"),
-        dict(in_keys=["x", "h", "is_init", "z"], out_key="y"),
-        dict(in_key="x", out_keys=["y"]),
-        dict(in_key="x", out_keys=["y", "h", "c"]),
-        dict(in_key="x", out_key="y", batch_first=False),
-        dict(in_key="x", out_key="y", python_based=True, bidirectional=True),
+        (dict(in_key="x", in_keys=["x", "h"], out_key="y"), BOTH_OR_NONE.format("in_key")),
+        (dict(out_key="y"), BOTH_OR_NONE.format("in_key")),
+        (dict(in_key="x", out_key="y", out_keys=["y", ("next", "h")]), BOTH_OR_NONE.format("out_key")),
+        (dict(in_key="x"), BOTH_OR_NONE.format("out_key")),
+        (dict(in_keys=["x"], out_key="y"), r"expects 2 inputs.*Got in_keys \['x'\] instead"),
+        (dict(in_keys=["x", "h", "done"], out_key="y"), "expects 2 inputs"),
+        (dict(in_keys=["x", "h", "is_init", "z"], out_key="y"), "expects 2 inputs"),
+        (dict(in_key="x", out_keys=["y"]), r"expects 2 outputs.*Got out_keys \['y'\] instead"),
+        (dict(in_key="x", out_keys=["y", "h", "c"]), "expects 2 outputs"),
+        (dict(in_key="x", out_key="y", batch_first=False), "The input gru must have batch_first=True"),
+        (dict(in_key="x", out_key="y", python_based=True, bidirectional=True), "does not support bidirectional"),
     ],
 )
-def test_constructor_errors(kwargs):
-    with pytest.raises(ValueError):
+def test_constructor_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
         GRUModule(3, 4, **kwargs)
 
 
@@ -88,11 +91,11 @@ def test_wrapped_gru_rules():
     gru = nn.GRU(3, 4, batch_first=True)
     module = GRUModule(gru=gru, in_key="x", out_key="y")
     assert module.gru is gru
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="An GRU instance cannot be passed along with class argument"):
         GRUModule(input_size=3, gru=gru, in_key="x", out_key="y")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="An GRU instance cannot be passed along with class argument"):
         GRUModule(hidden_size=4, gru=gru, in_key="x", out_key="y")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="The input gru must have batch_first=True"):
         GRUModule(gru=nn.GRU(3, 4), in_key="x", out_key="y")
     python = GRUModule(gru=gru, python_based=True, in_key="x", out_key="y")
     assert python.gru.weight_hh_l0 is gru.weight_hh_l0 and not isinstance(python.gru, nn.GRU)
@@ -126,7 +129,7 @@ def test_recurrent_mode_resolution_and_precedence():
         return plain.recurrent_mode
 
     assert inside() is True and plain.recurrent_mode is False
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="recurrent_mode cannot be changed in-place.*set_recurrent_mode context"):
         plain.recurrent_mode = True
 
 
@@ -232,7 +235,7 @@ def test_recurrent_mode_shapes_and_dims():
         torch.testing.assert_close(out.reshape(4, 6)["next", "rs"], flat["next", "rs"])
         single = module(td[0, 1].clone())  # [T] is one row
         torch.testing.assert_close(single["features"], flat[1]["features"])
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"requires the input tensordict to have at least one batch dim \(time\)"):
             module(random_td([]))
 
 

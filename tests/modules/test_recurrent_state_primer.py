@@ -18,7 +18,7 @@ def test_primers_spec_shape_dtype_and_key():
 
 @pytest.mark.parametrize("out_keys", [["y", "h"], ["y", ("next", "other")], ["y", ("next", "a", "h")]])
 def test_primer_needs_next_of_the_hidden_key(out_keys):
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"the out_keys should be named after \('next', <in_key>\)"):
         GRUModule(3, 8, in_keys=["x", "h"], out_keys=out_keys).make_tensordict_primer()
 
 

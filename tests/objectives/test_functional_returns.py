@@ -64,15 +64,18 @@ def test_time_dim_moves_axis_and_accepts_1d(ref):
     adv1, target1 = generalized_advantage_estimate(0.9, 0.7, *flat, time_dim=-1)
     assert adv1.shape == (10,)
     torch.testing.assert_close(adv1, expected[0, :, 0], **TOL)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"The tensor shape and the time dimension are not compatible: got "
+                                           r"torch.Size\(\[10\]\) and time_dim=-2. Pass time_dim=-1"):
         generalized_advantage_estimate(0.9, 0.7, *flat)  # a [T] tensor needs time_dim=-1
+    with pytest.raises(RuntimeError, match=r"not compatible: got torch.Size\(\[3, 10, 1\]\) and time_dim=-4"):
+        generalized_advantage_estimate(0.9, 0.7, value, next_value, reward, done, terminated, time_dim=-4)
 
 
 def test_shape_mismatch_raises(ref):
     value, next_value, reward, done, terminated = ref.rollout(2, steps=5)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"All input tensors \(value, reward and done states\) must share a unique"):
         generalized_advantage_estimate(0.9, 0.9, value, next_value[:1], reward, done, terminated)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="must share a unique shape"):
         td_lambda_return_estimate(0.9, 0.9, next_value, reward[..., :3, :], done, terminated)
 
 

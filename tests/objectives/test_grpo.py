@@ -288,12 +288,19 @@ def test_input_is_not_mutated_and_errors():
     loss(td)
     assert set(td.keys(True, True)) == set(before.keys(True, True))
     assert (td == before).all()
-    with pytest.raises(ValueError, match="advantage"):
+    with pytest.raises(ValueError, match="Advantage key advantage not in tensordict"):
         loss(td.exclude("advantage"))
-    with pytest.raises(ValueError, match="dims"):
+    with pytest.raises(ValueError, match="Action key action not in tensordict"):
+        loss(td.exclude("action"))
+    with pytest.raises(ValueError, match="advantage and log_weight must have the same number of dimensions, got "
+                                         "advantage.ndim=2 and log_weight.ndim=3"):
         loss(td.set("advantage", td["advantage"].squeeze(-1)))
-    with pytest.raises(ValueError, match="reference"):
+    with pytest.raises(ValueError, match=r"cur_log_prob and ref_log_prob must have the same shape, got log_prob."
+                                         r"shape=torch.Size\(\[4, 3\]\) and ref.shape=torch.Size\(\[4, 3, 2\]\)"):
         loss(make_batch(actor, 4, 3).set("ref_log_prob", torch.zeros(4, 3, 2)))
+    with pytest.raises(ValueError, match=r"Shape mismatch detected in GRPOLoss: current log-prob shape torch."
+                                         r"Size\(\[4, 3\]\) != previous log-prob shape torch.Size\(\[4, 3, 2\]\)"):
+        loss(make_batch(actor, 4, 3).set("action_log_prob", torch.zeros(4, 3, 2)))
     with pytest.raises(RuntimeError, match="grad"):
         loss(make_batch(actor, 4, 3).set("action_log_prob", torch.zeros(4, 3, requires_grad=True)))
     for bad in [(0.2,), (-0.1, 0.2), (1.0, 0.2), 1.5]:

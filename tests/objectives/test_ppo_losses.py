@@ -310,8 +310,11 @@ def test_asymmetric_clip_epsilon():
     expected = -torch.min(log_w.exp() * adv, clipped.exp() * adv).mean()
     torch.testing.assert_close(out["loss_objective"], expected, **TOL)
     assert float(loss.clip_epsilon_low) == pytest.approx(0.1) and float(loss.clip_epsilon_high) == pytest.approx(0.3)
-    for bad in [(0.1,), (-0.1, 0.2), (1.0, 0.2), (0.1, -0.2)]:
-        with pytest.raises(ValueError):
+    for bad, match in [((0.1,), r"clip_epsilon tuple must have length 2, got \(0.1,\)"),
+                       ((-0.1, 0.2), r"clip_epsilon values must be non-negative, got \(-0.1, 0.2\)"),
+                       ((1.0, 0.2), r"clip_epsilon low must be < 1 \(to keep 1 - eps_low > 0\), got 1.0"),
+                       ((0.1, -0.2), r"clip_epsilon values must be non-negative, got \(0.1, -0.2\)")]:
+        with pytest.raises(ValueError, match=match):
             ClipPPOLoss(policy.actor, policy.critic, clip_epsilon=bad)
 
 
@@ -374,11 +377,13 @@ def test_optional_terms_and_critic_coeff():
 
 def test_constructor_errors_and_aliases():
     policy = Policy("categorical")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"Passing gamma / lambda parameters through the loss constructor is a "
+                                        r"deprecated feature.*make_value_estimator\(ValueEstimators"):
         PPOLoss(policy.actor, policy.critic, gamma=0.9)
-    for key in ("advantage_key", "value_target_key", "value_key"):
-        with pytest.raises(RuntimeError):
-            PPOLoss(policy.actor, policy.critic, **{key: "x"})
+    for key in ("advantage", "value_target", "value"):
+        with pytest.raises(RuntimeError, match=f"Setting '{key}' via the constructor is deprecated, use "
+                                               r"\.set_keys\(<key>='some_key'\) instead"):
+            PPOLoss(policy.actor, policy.critic, **{f"{key}_key": "x"})
     # The seed documents' one-f spelling is a deprecated alias (issue 3; torchrl 0.14 itself raises TypeError).
     with pytest.warns(DeprecationWarning, match="entropy_coef is deprecated; use entropy_coeff"):
         loss = ClipPPOLoss(policy.actor, policy.critic, entropy_coef=0.2, critic_coef=0.3)
@@ -391,15 +396,25 @@ def test_constructor_errors_and_aliases():
         PPOLoss(policy.actor, policy.critic, loss_critic_type="l3")
     with pytest.raises(NotImplementedError, match="none, mean, sum"):
         PPOLoss(policy.actor, policy.critic, reduction="avg")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"increment should be >= 1.0 in KLPENPPOLoss, got 0.5000"):
         KLPENPPOLoss(policy.actor, policy.critic, increment=0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"decrement should be <= 1.0 in KLPENPPOLoss, got 1.5000"):
         KLPENPPOLoss(policy.actor, policy.critic, decrement=1.5)
+    with pytest.raises(TypeError, match="Missing positional arguments actor_network or critic_network"):
+        PPOLoss(critic_network=policy.critic)
+    with pytest.raises(TypeError, match="Missing positional arguments actor_network or critic_network"):
+        PPOLoss(policy.actor, critic_coeff=0.5)
+    assert PPOLoss(policy.actor, critic_coeff=0.0).critic_network is None  # no critic asked for
+    with pytest.raises(ValueError, match="clip_value=True cannot infer the value-clip threshold from an "
+                                         "asymmetric clip_epsilon tuple.*clip_value=0.2"):
+        ClipPPOLoss(policy.actor, policy.critic, clip_epsilon=(0.1, 0.3), clip_value=True)
 
 
 def test_forward_input_errors():
     policy = Policy("categorical")
     td = make_batch(policy, 6)
+    with pytest.raises(RuntimeError, match="Critic network is not specified, cannot compute advantage"):
+        ClipPPOLoss(policy.actor)(td.exclude("advantage"))
     loss = PPOLoss(policy.actor, policy.critic)
     with pytest.raises(KeyError, match="Couldn't find the log-prob action_log_prob in the input data"):
         loss(td.exclude("action_log_prob"))
@@ -414,7 +429,8 @@ def test_forward_input_errors():
         PPOLoss(policy.actor, policy.critic, clip_value=0.5)(td.exclude("state_value"))
     bad = td.clone()
     bad["advantage"] = bad["advantage"].squeeze(-1)  # [B] broadcast against [B, 1] -> [B, B]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"The advantage \(shape=\(6,\)\) and the log-weight \(shape=\(6, 1\)\) "
+                                         r"would broadcast to \(6, 6\).*advantage.unsqueeze\(-1\)"):
         loss(bad)
     with pytest.raises(KeyError):
         KLPENPPOLoss(policy.actor, policy.critic)(td.exclude("logits"))

@@ -123,10 +123,15 @@ def test_skip_existing_and_no_value_network(ref):
     TD1Estimator(gamma=0.9, value_network=None)(plain)
     torch.testing.assert_close(plain["value_target"], expected(ref, "td1", td, value, next_value), **TOL)
     missing = make_rollout(ref)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="The tensor with key state_value is missing, and no value network"):
         GAE(gamma=0.9, lmbda=0.8, value_network=None)(missing)
-    with pytest.raises(KeyError):
+    missing["state_value"] = value
+    with pytest.raises(ValueError, match=r"The tensor with key \('next', 'state_value'\) is missing"):
+        GAE(gamma=0.9, lmbda=0.8, value_network=None)(missing)
+    with pytest.raises(KeyError, match=r"The tensor with key \('next', 'state_value'\) is missing"):
         TD0Estimator(gamma=0.9, value_network=None)(missing)
+    with pytest.raises(RuntimeError, match=r"at least one dimension.*batch_size = torch.Size\(\[\]\)"):
+        GAE(gamma=0.9, lmbda=0.8, value_network=None)(missing[0, 0])
 
 
 def test_time_dimension_choices(ref):

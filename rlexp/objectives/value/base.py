@@ -183,9 +183,9 @@ class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
                            and ("next", key) in tensordict.keys(True)):
             value = tensordict.get(key, None)
             next_value = tensordict.get(("next", key), None)
-            if value is None or next_value is None:
-                raise required(f"The value key {key!r} (root and 'next') must be in the input tensordict "
-                               "when the estimator has no value network.")
+            for missing, found in ((key, value), (("next", key), next_value)):
+                if found is None:
+                    raise required(f"The tensor with key {missing} is missing, and no value network was provided.")
             return value, next_value
         in_keys = list(net.in_keys)
         root = tensordict.select(*in_keys, strict=False)
@@ -218,7 +218,8 @@ class ValueEstimatorBase(EstimatorKeys, TensorDictModuleBase, abc.ABC):
 
     def _check_batch(self, tensordict: TensorDictBase) -> None:
         if tensordict.batch_dims < 1:
-            raise RuntimeError("Value estimators need a tensordict with at least one (time) batch dimension.")
+            raise RuntimeError("Expected input tensordict to have at least one dimension (time), got "
+                               f"tensordict.batch_size = {tensordict.batch_size}")
 
     def value_estimate(self, tensordict: TensorDictBase, **kwargs) -> torch.Tensor:
         """The value target only (the estimate of the return)."""

@@ -22,7 +22,8 @@ __all__ = [
     "td_lambda_return_estimate",
 ]
 
-SHAPE_ERR = "All input tensors (value, reward, done and terminated) must share one shape."
+SHAPE_ERR = "All input tensors (value, reward and done states) must share a unique shape."
+TIME_DIM_ERR = "The tensor shape and the time dimension are not compatible: got {} and time_dim={}."
 
 
 def _swap_time(tensor, time_dim: int):
@@ -31,12 +32,12 @@ def _swap_time(tensor, time_dim: int):
         return tensor
     dim = time_dim - tensor.ndim if time_dim >= 0 else time_dim
     if not -tensor.ndim <= dim < 0:
-        raise RuntimeError(f"time_dim={time_dim} does not fit a tensor of shape {tuple(tensor.shape)}.")
+        raise RuntimeError(TIME_DIM_ERR.format(tensor.shape, dim))
     if tensor.ndim >= 2:
         return tensor.transpose(dim, -2)
     if dim == -1:
         return tensor.unsqueeze(-1)
-    raise RuntimeError(f"time_dim={time_dim} does not fit a tensor of shape {tuple(tensor.shape)}.")
+    raise RuntimeError(TIME_DIM_ERR.format(tensor.shape, dim))
 
 
 def _time_at_minus_two(fn):
@@ -45,8 +46,9 @@ def _time_at_minus_two(fn):
     @functools.wraps(fn)
     def wrapper(*args, time_dim: int = -2, **kwargs):
         if time_dim == -2:
-            if any(isinstance(a, torch.Tensor) and a.numel() > 1 and a.ndim < 2 for a in (*args, *kwargs.values())):
-                raise RuntimeError("Inputs need a time and a feature dimension; pass time_dim=-1 for [T] tensors.")
+            for a in (*args, *kwargs.values()):
+                if isinstance(a, torch.Tensor) and a.numel() > 1 and a.ndim < 2:
+                    raise RuntimeError(TIME_DIM_ERR.format(a.shape, time_dim) + " Pass time_dim=-1 for [T] tensors.")
             return fn(*args, **kwargs)
         one_dim = any(isinstance(a, torch.Tensor) and a.ndim == 1 and a.numel() > 1
                       for a in (*args, *kwargs.values()))
