@@ -114,7 +114,8 @@ def run(cfg: DictConfig, hydra_cfg: DictConfig) -> float:
 def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, requeue_id: str | None,
               checkpoint: dict | None) -> float:
     """Train in ``run_dir``, which this run holds, from ``checkpoint`` if any."""
-    import_tensordict()
+    if not cfg.trainer.compile:
+        import_tensordict_without_dynamo()
     import_user_modules(cfg.imports)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     if cfg.resume is None:  # a resumed run uses its checkpoint's config, whose choices are not recomposed
@@ -196,13 +197,13 @@ def new_run_id() -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
-def import_tensordict() -> None:
+def import_tensordict_without_dynamo() -> None:
     """Import tensordict without loading ``torch._dynamo`` (about a second of every run's start-up).
 
     At import, tensordict marks a few functions for ``torch.compile`` (``allow_in_graph``,
     ``assume_constant_result``), and marking loads dynamo. The marks only matter to ``torch.compile``,
-    which a training run does not use, so the command imports tensordict with them as no-ops.
-    Importing rlexp or tensordict as a library is unchanged.
+    which a run uses only with ``trainer.compile=true``, so otherwise the command imports tensordict
+    with them as no-ops. Importing rlexp or tensordict as a library is unchanged.
     """
     if "tensordict" in sys.modules:
         return
