@@ -118,8 +118,6 @@ def run(cfg: DictConfig, hydra_cfg: DictConfig) -> float:
 def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, requeue_id: str | None,
               checkpoint: dict | None) -> float:
     """Train in ``run_dir``, which this run holds, from ``checkpoint`` if any."""
-    if not cfg.trainer.compile:
-        import_tensordict_without_dynamo()
     import_user_modules(cfg.imports)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     if cfg.resume is None:  # a resumed run uses its checkpoint's config, whose choices are not recomposed
@@ -199,28 +197,6 @@ def requeue_checkpoint(run_dir: Path) -> dict | None:
 def new_run_id() -> str:
     """A fresh run id in W&B's format (8 lowercase letters and digits)."""
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-
-
-def import_tensordict_without_dynamo() -> None:
-    """Import tensordict without loading ``torch._dynamo`` (about a second of every run's start-up).
-
-    At import, tensordict marks a few functions for ``torch.compile`` (``allow_in_graph``,
-    ``assume_constant_result``), and marking loads dynamo. The marks only matter to ``torch.compile``,
-    which a run uses only with ``trainer.compile=true``, so otherwise the command imports tensordict
-    with them as no-ops. Importing rlexp or tensordict as a library is unchanged.
-    """
-    if "tensordict" in sys.modules:
-        return
-    import torch.compiler
-
-    marks = {name: getattr(torch.compiler, name) for name in ("allow_in_graph", "assume_constant_result")}
-    try:
-        for name in marks:
-            setattr(torch.compiler, name, lambda fn: fn)
-        import tensordict.nn  # noqa: F401
-    finally:
-        for name, mark in marks.items():
-            setattr(torch.compiler, name, mark)
 
 
 def import_user_modules(modules: list[str]) -> None:
