@@ -14,6 +14,7 @@ import string
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,6 +29,9 @@ from rlexp.checkpoint import CheckpointError, CheckpointWriteError, held_run_fol
 from rlexp.registry import ConfigError
 from rlexp.signals import Interrupted, stop_on_signals
 from rlexp.sweep import FailedJob
+
+if TYPE_CHECKING:  # rlexp.loggers is imported inside train_job, once the config is composed
+    from rlexp.loggers import Logger, RunInfo
 
 # overrides a resume accepts: none changes the numbers, except device (CPU and CUDA round differently)
 SAFE_ON_RESUME = ("collector.total_frames", "checkpoint.interval", "checkpoint.keep", "eval.video", "eval.video_every",
@@ -137,7 +141,7 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, requeue_id:
     return float(np.mean(result["eval/episode_return"]))  # the mean over seeds when several
 
 
-def seed_loggers(cfg: DictConfig, hydra_cfg: DictConfig, info) -> "Logger":
+def seed_loggers(cfg: DictConfig, hydra_cfg: DictConfig, info: RunInfo) -> Logger:
     """``num_seeds`` > 1: each seed an ordinary run of its own in ``<run>/seed<k>/`` (its config, overrides and
     metrics; a W&B run in the job's group, named after the job and the seed)."""
     from rlexp.registry import loggers

@@ -478,8 +478,10 @@ def versions() -> str:
 
 def peer_versions(peers_py: Path) -> str:
     """Versions of the main packages in the peer environment."""
-    code = ("from importlib.metadata import version\n"
-            "print(', '.join(f'{p} {version(p)}' for p in ('torch', 'stable-baselines3', 'torchrl', 'tensordict',"
+    code = ("from importlib.metadata import PackageNotFoundError, version\n"
+            "def v(p):\n"
+            "    try:\n        return version(p)\n    except PackageNotFoundError:\n        return 'not installed'\n"
+            "print(', '.join(f'{p} {v(p)}' for p in ('torch', 'stable-baselines3', 'torchrl', 'tensordict',"
             " 'gymnasium', 'numpy')))")
     return subprocess.run([str(peers_py), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
