@@ -29,6 +29,7 @@ def policy_step(policy: TensorDictModuleBase | Callable[..., Step]) -> Callable[
 
 
 def recurrent_states(policy) -> RecurrentStates:
+    """The GRU states a tensordict policy carries; none for a step callable (it holds no recurrent policy)."""
     return RecurrentStates(policy if isinstance(policy, TensorDictModuleBase) else None)
 
 
@@ -44,8 +45,8 @@ class Collector:
     (torchrl's layout) and lives on ``device``.
     """
 
-    def __init__(self, env: TensorDictVectorEnv, policy: TensorDictModuleBase, frames_per_batch: int,
-                 device: torch.device, seed: int):
+    def __init__(self, env: TensorDictVectorEnv, policy: TensorDictModuleBase | Callable[..., Step],
+                 frames_per_batch: int, device: torch.device, seed: int):
         self.env, self.policy, self.device = env, policy_step(policy), device
         self.steps = frames_per_batch // env.num_envs
         self.states = recurrent_states(policy)
@@ -84,7 +85,7 @@ class EpisodeCollector:
     episode's end are padding: ``("collector", "mask")`` is False there, and they never count as frames.
     """
 
-    def __init__(self, env: TensorDictVectorEnv, policy: TensorDictModuleBase, group_size: int,
+    def __init__(self, env: TensorDictVectorEnv, policy: TensorDictModuleBase | Callable[..., Step], group_size: int,
                  device: torch.device, seed: int, max_steps: int = 100_000):
         self.env, self.policy, self.device = env, policy_step(policy), device
         self.group_size, self.max_steps = group_size, max_steps

@@ -352,8 +352,8 @@ def _log_prob(actor, params: TensorDictBase, rollout: TensorDictBase) -> torch.T
 
 class SeedLoggers(Logger):
     """One logger per seed: a metric that holds one value per seed goes to each seed's logger, a NaN
-    (no episode ended, no update taken) is left out, ``frames`` (if given) is each seed's step, and a seed's logger is finished (exit code 3)
-    from the iteration that stopped it."""
+    (no episode ended, no update taken) is left out, ``frames`` (if given) is each seed's step, and a
+    seed's logger is finished (exit code 3) from the iteration that stopped it."""
 
     name = "seed loggers"
 
