@@ -63,7 +63,6 @@ class EvalConfig:
 @dataclass
 class TrainerConfig:
     on_nan: str = MISSING  # raise | skip (checked in rlexp.validation: an Enum cannot have a member `raise`)
-    compile: bool = False  # torch.compile the loss (forward and backward); a default so old checkpoints resume
 
 
 @dataclass

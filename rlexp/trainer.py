@@ -132,9 +132,7 @@ class Trainer:
         self.loss_module = losses.build(cfg.loss, self.actor, self.critic).to(device)
         self.loss_module.make_value_estimator(value_estimators.build(cfg.value_estimator, value_network=self.critic))
         self.reference = ReferencePolicy.for_loss(self.loss_module, self.actor)
-        recurrent = bool(RecurrentStates(self.actor, self.critic))
-        self.sequence_length = check_sequence_length(cfg, recurrent)
-        self.compute_loss = compiled_loss(self.loss_module, recurrent) if cfg.trainer.compile else self.loss_module
+        self.sequence_length = check_sequence_length(cfg, bool(RecurrentStates(self.actor, self.critic)))
         self.parameters = list(self.loss_module.parameters())
         # foreach: the for-loop Adam's numbers, bit for bit, at less cost; fused=True is faster still on the CPU
         # but rounds differently.
@@ -184,7 +182,7 @@ class Trainer:
         minibatches = Minibatches(rollout, self.cfg.optim.num_minibatches, self.sequence_length)
         for _epoch in range(self.cfg.optim.ppo_epochs):
             for minibatch in minibatches:
-                loss_td = self.compute_loss(minibatch)
+                loss_td = self.loss_module(minibatch)
                 loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
                 self.optimizer.zero_grad()
                 fault = non_finite_loss_terms(loss_td) if not torch.isfinite(loss) else None
@@ -265,22 +263,6 @@ def make_collector(cfg: DictConfig, env, actor, policy, device: torch.device, nu
         raise ConfigError(f"env {env.name} has no time limit, and grouped episode collection (collector.group_size, "
                           "used by loss=grpo) runs every episode to its end: set env.max_episode_steps.")
     return EpisodeCollector(env, actor, cfg.collector.group_size, device, seed=cfg.seed)
-
-
-def compiled_loss(loss_module: torch.nn.Module, recurrent: bool) -> Callable[[TensorDict], TensorDict]:
-    """``loss_module`` under ``torch.compile``: forward and (through AOTAutograd) backward become fused kernels.
-
-    The minibatch size is marked dynamic from the start, so the smaller last minibatch and GRPO's masked
-    minibatches (their size is the number of valid frames) reuse one graph instead of recompiling per size.
-    The parameters stay the module's own: the optimiser, checkpoints and evaluation see no difference.
-    Recurrent policies are refused: the GRU's step loop would be unrolled into the graph once per sequence
-    length (GRPO's whole episodes vary in length), a compile cost not shown to pay off.
-    """
-    if recurrent:
-        raise ConfigError("trainer.compile=true does not support a recurrent policy (policy=gru): its step loop "
-                          "would be unrolled and compiled once per sequence length. Use trainer.compile=false, "
-                          "or a feed-forward policy (policy=mlp).")
-    return torch.compile(loss_module, dynamic=True)
 
 
 class PhaseClock:

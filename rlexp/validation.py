@@ -155,6 +155,3 @@ def check_num_seeds(cfg: DictConfig) -> None:
                           "replay_transform=none, or run those seeds as a sweep (-m seed=...).")
     if cfg.eval.video:
         raise ConfigError(f"num_seeds={n} with eval.video=true is not supported: record videos in a run of one seed.")
-    if cfg.trainer.get("compile"):
-        raise ConfigError(f"num_seeds={n} with trainer.compile=true is not supported: the seeds' update runs under "
-                          "torch.func.vmap, uncompiled; use trainer.compile=false.")

@@ -236,7 +236,6 @@ def test_grouped_normalizer_equals_one_normalizer_per_group():
     (["num_seeds=0"], "num_seeds=0 is out of range"),
     (["num_seeds=2", "replay_transform=multistep", "value_estimator=td0"], "replay_transform=multistep"),
     (["num_seeds=2", "eval.video=true"], "eval.video=true is not supported"),
-    (["num_seeds=2", "trainer.compile=true"], "trainer.compile=true is not supported"),
 ])
 def test_unsupported_combinations_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
