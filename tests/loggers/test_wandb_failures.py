@@ -30,7 +30,6 @@ def test_training_goes_on_when_the_wandb_service_is_killed(run_dir, tmp_path):
             env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 2)
-            wait_for(lambda: wandb_service(process.pid) is not None)  # W&B starts beside training
             os.kill(wandb_service(process.pid), signal.SIGKILL)  # stands in for the OOM killer
             assert process.wait(timeout=300) == 0
         finally:
