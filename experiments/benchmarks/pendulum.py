@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,7 @@ SEEDS = [0, 1, 2]
 
 def run(loss: str, seed: int) -> dict:
     folder = RUNS / loss / f"seed{seed}"
+    shutil.rmtree(folder, ignore_errors=True)  # a run folder holds one run: the earlier one is replaced
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "rlexp", "env=pendulum", f"loss={loss}", f"seed={seed}", "logger=csv",
                     f"hydra.run.dir={folder}"], cwd=ROOT, check=True, capture_output=True,
