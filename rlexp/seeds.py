@@ -67,6 +67,12 @@ def network_params(params: TensorDictBase, name: str) -> TensorDictBase:
     return params[f"{name}_params"] if f"{name}_params" in params.keys() else params[name]
 
 
+def by_key(per_seed: Sequence[Mapping[str, float]]) -> dict[str, np.ndarray]:
+    """Metrics of each seed as one array per key (NaN for a seed without that key this iteration)."""
+    keys = dict.fromkeys(key for metrics in per_seed for key in metrics)
+    return {key: np.array([metrics.get(key, np.nan) for metrics in per_seed], dtype=np.float64) for key in keys}
+
+
 class SeedsPolicy:
     """The seeds' actors as one collector policy, ``(step, deterministic=False) -> step``: a vector env's step
     ``[seeds * n, ...]`` is seen as ``[seeds, n, ...]``, each seed's block acted on by its own parameters in one
@@ -244,16 +250,13 @@ class SeedsTrainer(Trainer):
     def episode_metrics(self) -> dict[str, np.ndarray]:
         episodes = self.collector.finished_episodes()
         seed_of = episodes["env"] // self.num_envs
-        per_seed = [episode_metrics({key: value[seed_of == k] for key, value in episodes.items()})
-                    for k in range(len(self.seeds))]
-        keys = dict.fromkeys(key for metrics in per_seed for key in metrics)
-        return {key: np.array([metrics.get(key, np.nan) for metrics in per_seed], dtype=np.float64) for key in keys}
+        return by_key([episode_metrics({key: value[seed_of == k] for key, value in episodes.items()})
+                       for k in range(len(self.seeds))])
 
     def rollout_statistics(self, rollout: TensorDict) -> dict[str, np.ndarray]:
         """Each seed's value-estimator diagnostics (GRPO's group statistics), and its frames when they differ."""
         statistics = getattr(self.loss_module.value_estimator, "group_statistics", None)
-        per_seed = [prefixed("train", statistics(rollout[k])) for k in range(len(self.seeds))] if statistics else []
-        out = {key: np.array([values[key] for values in per_seed]) for key in (per_seed[0] if per_seed else ())}
+        out = by_key([prefixed("train", statistics(rollout[k])) for k in range(len(self.seeds))]) if statistics else {}
         return out | ({"frames": self.frames.astype(np.float64)} if MASK in rollout.keys(True) else {})
 
     @torch.no_grad()

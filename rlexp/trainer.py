@@ -85,8 +85,6 @@ def train(cfg: DictConfig, run_dir: Path, make_logger: Callable[[], Logger], *, 
             metrics = {"train/lr": lr, "train/fps": new_frames / clock.total, "train/iteration": progress.iteration,
                        "train/seconds": progress.train_seconds} | trainer.episode_metrics() | losses
             metrics |= trainer.rollout_statistics(rollout)
-            if cfg.trainer.on_nan == "skip":
-                metrics["train/skipped_batches"] = progress.skipped_batches
             if progress.frames >= progress.next_eval or progress.frames >= total_frames:
                 with clock("eval"):
                     evaluation, video = trainer.evaluate()
@@ -176,7 +174,7 @@ class Trainer:
         """``optim.ppo_epochs`` epochs over the rollout's minibatches; the loss outputs averaged by key.
 
         A non-finite loss or gradient raises ``NonFiniteLoss`` before the step would spread it, or
-        (``trainer.on_nan=skip``) drops that minibatch's update.
+        (``trainer.on_nan=skip``) drops that minibatch's update, counted in ``train/skipped_batches``.
         """
         outputs: dict[str, list[torch.Tensor]] = {}
         minibatches = Minibatches(rollout, self.cfg.optim.num_minibatches, self.sequence_length)
@@ -201,7 +199,10 @@ class Trainer:
                     for key, value in [*loss_td.items(), ("train/grad_norm", grad_norm)]:
                         outputs.setdefault(key, []).append(value.float() if value.ndim == 0 else value.float().mean())
         with torch.no_grad():
-            return {key: torch.stack(values).mean().item() for key, values in outputs.items()}
+            means = {key: torch.stack(values).mean().item() for key, values in outputs.items()}
+        if self.cfg.trainer.on_nan == "skip":
+            means["train/skipped_batches"] = self.progress.skipped_batches
+        return means
 
     def episode_metrics(self) -> dict[str, float]:
         return episode_metrics(self.collector.finished_episodes())
