@@ -1,8 +1,8 @@
 """MuJoCo PPO benchmark: rlexp's tuned defaults and +experiment=cleanrl_mujoco against CleanRL's published table.
 
-    python experiments/benchmarks/mujoco.py run [--configs tuned cleanrl cleanrl_script] [--envs hopper ...]
+    python experiments/benchmarks/mujoco_table.py run [--configs tuned cleanrl cleanrl_script] [--envs hopper ...]
                                                 [--seeds 0 1 2] [--cleanrl-script PATH --cleanrl-python PATH]
-    python experiments/benchmarks/mujoco.py report      # -> experiments/results/mujoco.md and mujoco.png
+    python experiments/benchmarks/mujoco_table.py report      # -> experiments/results/mujoco.md and mujoco.png
 
 ``run`` trains every (config, env, seed) that has no finished run yet, two processes at a time with one
 torch thread each, into ``outputs/benchmarks/mujoco/<config>/<env>/seed<k>/``; it can be stopped and
@@ -110,7 +110,7 @@ def summary(values: list[float]) -> str:
 
 def report(note: str | None = None) -> None:
     lines = ["# MuJoCo: rlexp against CleanRL's published PPO table", "",
-             "Written by `python experiments/benchmarks/mujoco.py report` from the run folders under "
+             "Written by `python experiments/benchmarks/mujoco_table.py report` from the run folders under "
              "`outputs/benchmarks/mujoco/`.", "Metric: mean raw return of the last 100 training episodes, "
              "mean +- std over seeds (CleanRL's). `tuned`: `python -m rlexp env=<env>` (conf/tuned/); "
              "`cleanrl`: `+experiment=cleanrl_mujoco`. rlexp runs v5 envs and bootstraps at time-limit "
