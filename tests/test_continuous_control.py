@@ -101,8 +101,10 @@ def test_tuned_file_is_printed_recorded_and_loses_to_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "rlexp: tuned=pendulum (conf/tuned/pendulum.yaml) sets env.num_envs=16" in result.stderr
     assert "optim.lr=0.0003 (file: 0.001, overridden)" in result.stderr
-    saved = (run_dir / "config.yaml").read_text()
-    assert "lr: 0.0003" in saved and "num_minibatches: 32" in saved and "gamma: 0.9" in saved
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    tuned = OmegaConf.load(ROOT / "conf" / "tuned" / "pendulum.yaml")
+    assert saved.optim.lr == 0.0003 and saved.value_estimator.gamma == tuned.value_estimator.gamma
+    assert saved.optim.num_minibatches == tuned.optim.num_minibatches != 4  # the file's, not conf/config.yaml's
     assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])["frames"] == 4096  # the tuned batch
 
 
