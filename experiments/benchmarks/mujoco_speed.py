@@ -186,7 +186,8 @@ def main() -> None:
     text = report(rows, args, started, (load_start, os.getloadavg()[0]))
     print(text)
     if args.write:
-        name = "_".join(["mujoco_speed", args.env, *(re.sub(r"[^\w.-]", "", o.replace("=", "-")) for o in args.overrides)])
+        slugs = [re.sub(r"[^\w.-]", "", override.replace("=", "-")) for override in args.overrides]
+        name = "_".join(["mujoco_speed", args.env, *slugs])
         (RESULTS / f"{name}.md").write_text(text + "\n")
 
 
