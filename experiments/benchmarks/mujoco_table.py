@@ -1,7 +1,7 @@
 """MuJoCo PPO benchmark: rlexp's tuned defaults and +experiment=cleanrl_mujoco against CleanRL's published table.
 
-    python experiments/benchmarks/mujoco_table.py run [--configs tuned cleanrl cleanrl_script] [--envs hopper ...]
-                                                [--seeds 0 1 2] [--cleanrl-script PATH --cleanrl-python PATH]
+    python experiments/benchmarks/mujoco_table.py run [--configs tuned tuned_32minibatches cleanrl cleanrl_script]
+                                                [--envs hopper ...] [--seeds 0 1 2] [--cleanrl-script PATH --cleanrl-python PATH]
     python experiments/benchmarks/mujoco_table.py report      # -> experiments/results/mujoco.md and mujoco.png
 
 ``run`` trains every (config, env, seed) that has no finished run yet, two processes at a time with one
@@ -30,7 +30,9 @@ RUNS = ROOT / "outputs" / "benchmarks" / "mujoco"
 RESULTS = ROOT / "experiments" / "results"
 ENVS = {"halfcheetah": "HalfCheetah", "hopper": "Hopper", "walker2d": "Walker2d",
         "inverted_pendulum": "InvertedPendulum"}
-CONFIGS = {"tuned": [], "cleanrl": ["+experiment=cleanrl_mujoco"]}
+# tuned_32minibatches: conf/tuned/mujoco.yaml before 2026-12-04 (CleanRL's minibatches of 64 and lr), for comparison
+CONFIGS = {"tuned": [], "tuned_32minibatches": ["optim.num_minibatches=32", "optim.lr=0.0003"],
+           "cleanrl": ["+experiment=cleanrl_mujoco"]}
 # CleanRL ppo_continuous_action, 1M steps, 3 seeds, v4 envs: mean and std over seeds of the last 100
 # training episodes (vwxyzjn/cleanrl docs/benchmark/ppo_continuous_action.md); its published runtime is 24-26 min.
 PUBLISHED = {"halfcheetah": (1442.6, 46.0), "hopper": (2382.9, 271.7), "walker2d": (2288.0, 571.8),
@@ -113,6 +115,8 @@ def report(note: str | None = None) -> None:
              "Written by `python experiments/benchmarks/mujoco_table.py report` from the run folders under "
              "`outputs/benchmarks/mujoco/`.", "Metric: mean raw return of the last 100 training episodes, "
              "mean +- std over seeds (CleanRL's). `tuned`: `python -m rlexp env=<env>` (conf/tuned/); "
+             "`tuned_32minibatches`: the same with `optim.num_minibatches=32 optim.lr=0.0003` (the tuned defaults "
+             "before 2026-12-04); "
              "`cleanrl`: `+experiment=cleanrl_mujoco`. rlexp runs v5 envs and bootstraps at time-limit "
              "truncations; CleanRL ran v4 and treats truncation as termination.", "",
              "| env | config | last-100 return | CleanRL published | vs published mean | final eval | "
@@ -158,11 +162,10 @@ def plot(curves: dict) -> None:
         return
     fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.5), squeeze=False)
     for ax, env in zip(axes[0], envs):
-        for config in CONFIGS:
+        for color, config in enumerate(CONFIGS):
             for i, curve in enumerate(curves.get((env, config), [])):
                 frames, returns = zip(*curve)
-                ax.plot(frames, returns, color="C0" if config == "tuned" else "C1", alpha=0.8,
-                        label=config if i == 0 else None)
+                ax.plot(frames, returns, color=f"C{color}", alpha=0.8, label=config if i == 0 else None)
         ax.axhline(PUBLISHED[env][0], color="gray", linestyle="--", label="CleanRL published")
         ax.set_title(env)
         ax.set_xlabel("frames")
@@ -175,7 +178,7 @@ def plot(curves: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "report"])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=[*CONFIGS, "cleanrl_script"])
+    parser.add_argument("--configs", nargs="+", default=["tuned", "cleanrl"], choices=[*CONFIGS, "cleanrl_script"])
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=2)
