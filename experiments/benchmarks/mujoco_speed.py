@@ -66,8 +66,9 @@ def rlexp_us(env: str, frames: int, overrides: list[str]) -> float:
     return 1e6 * last["train/seconds"] / last["frames"]
 
 
-def env_us(env: str, seconds: float = 5.0) -> tuple[float, int]:
-    """The tuned defaults' gymnasium vector env stepped with pre-drawn random actions: microseconds per frame."""
+def env_us(env: str, seconds: float = 5.0) -> dict[str, float]:
+    """The tuned defaults' gymnasium vector env stepped with pre-drawn random actions: microseconds per frame,
+    with its number of envs and the sizes of one env's observation and action (for the lean update)."""
     from rlexp.config import compose_config
     from rlexp.envs import build_env
 
@@ -79,9 +80,10 @@ def env_us(env: str, seconds: float = 5.0) -> tuple[float, int]:
         vector_env.step(actions[steps % len(actions)])
         steps += 1
     elapsed = time.perf_counter() - start
-    num_envs = vector_env.num_envs
     vector_env.close()
-    return 1e6 * elapsed / (steps * num_envs), num_envs
+    return {"env": 1e6 * elapsed / (steps * vector_env.num_envs), "num_envs": vector_env.num_envs,
+            "obs_dim": vector_env.single_observation_space.shape[0],
+            "act_dim": vector_env.single_action_space.shape[0]}
 
 
 def mlp(inputs: int, outputs: int) -> nn.Sequential:
@@ -123,17 +125,10 @@ def update_us(obs_dim: int, act_dim: int, minibatch: int, updates: int = 300) ->
 
 
 def measure_round(args: argparse.Namespace) -> dict[str, float]:
-    from rlexp.config import compose_config
-    from rlexp.envs import build_env
-
-    probe = build_env(compose_config(f"env={args.env}").env)
-    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
-    probe.close()
     row = {"cleanrl": cleanrl_us(args.cleanrl_script, args.cleanrl_python, args.env, args.frames),
-           "rlexp": rlexp_us(args.env, args.frames, args.overrides)}
-    row["env"], row["num_envs"] = env_us(args.env)
-    row["update64"] = update_us(obs_dim, act_dim, 64)
-    row["update256"] = update_us(obs_dim, act_dim, 256)
+           "rlexp": rlexp_us(args.env, args.frames, args.overrides), **env_us(args.env)}
+    row["update64"] = update_us(row["obs_dim"], row["act_dim"], 64)
+    row["update256"] = update_us(row["obs_dim"], row["act_dim"], 256)
     return row
 
 

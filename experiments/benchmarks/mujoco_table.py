@@ -1,7 +1,7 @@
 """MuJoCo PPO benchmark: rlexp's tuned defaults and +experiment=cleanrl_mujoco against CleanRL's published table.
 
     python experiments/benchmarks/mujoco_table.py run [--configs tuned tuned_32minibatches cleanrl cleanrl_script]
-                                                [--envs hopper ...] [--seeds 0 1 2] [--cleanrl-script PATH --cleanrl-python PATH]
+        [--envs hopper ...] [--seeds 0 1 2] [--cleanrl-script PATH --cleanrl-python PATH]
     python experiments/benchmarks/mujoco_table.py report      # -> experiments/results/mujoco.md and mujoco.png
 
 ``run`` trains every (config, env, seed) that has no finished run yet, two processes at a time with one
