@@ -30,9 +30,10 @@ RUNS = ROOT / "outputs" / "benchmarks" / "mujoco"
 RESULTS = ROOT / "experiments" / "results"
 ENVS = {"halfcheetah": "HalfCheetah", "hopper": "Hopper", "walker2d": "Walker2d",
         "inverted_pendulum": "InvertedPendulum"}
-# tuned_32minibatches: conf/tuned/mujoco.yaml before 2026-12-04 (CleanRL's minibatches of 64 and lr), for comparison
+# tuned_32minibatches: conf/tuned/mujoco.yaml before 2026-12-04 (CleanRL's minibatches of 64 and lr), for comparison;
+# cleanrl_v4: the preset on the v4 envs CleanRL's table was made on ({Env} is the env's gymnasium name).
 CONFIGS = {"tuned": [], "tuned_32minibatches": ["optim.num_minibatches=32", "optim.lr=0.0003"],
-           "cleanrl": ["+experiment=cleanrl_mujoco"]}
+           "cleanrl": ["+experiment=cleanrl_mujoco"], "cleanrl_v4": ["+experiment=cleanrl_mujoco", "env.id={Env}-v4"]}
 # CleanRL ppo_continuous_action, 1M steps, 3 seeds, v4 envs: mean and std over seeds of the last 100
 # training episodes (vwxyzjn/cleanrl docs/benchmark/ppo_continuous_action.md); its published runtime is 24-26 min.
 PUBLISHED = {"halfcheetah": (1442.6, 46.0), "hopper": (2382.9, 271.7), "walker2d": (2288.0, 571.8),
@@ -43,7 +44,8 @@ def run_one(config: str, env: str, seed: int) -> None:
     folder = RUNS / config / env / f"seed{seed}"
     if (folder / "checkpoint.pt").exists():
         return
-    command = [sys.executable, "-m", "rlexp", f"env={env}", f"seed={seed}", "logger=csv", *CONFIGS[config],
+    overrides = [override.format(Env=ENVS[env]) for override in CONFIGS[config]]
+    command = [sys.executable, "-m", "rlexp", f"env={env}", f"seed={seed}", "logger=csv", *overrides,
                f"hydra.run.dir={folder}"]
     start = time.perf_counter()
     with open(RUNS / f"{config}_{env}_seed{seed}.log", "w") as log:
@@ -117,7 +119,8 @@ def report(note: str | None = None) -> None:
              "mean +- std over seeds (CleanRL's). `tuned`: `python -m rlexp env=<env>` (conf/tuned/); "
              "`tuned_32minibatches`: the same with `optim.num_minibatches=32 optim.lr=0.0003` (the tuned defaults "
              "before 2026-12-04); "
-             "`cleanrl`: `+experiment=cleanrl_mujoco`. rlexp runs v5 envs and bootstraps at time-limit "
+             "`cleanrl`: `+experiment=cleanrl_mujoco`; `cleanrl_v4`: the same with `env.id=<Env>-v4`. rlexp runs v5 "
+             "envs (unless `-v4`) and bootstraps at time-limit "
              "truncations; CleanRL ran v4 and treats truncation as termination.", "",
              "| env | config | last-100 return | CleanRL published | vs published mean | final eval | "
              "frames/s (training) | wall s per run |", "|---|---|---|---|---|---|---|---|"]
