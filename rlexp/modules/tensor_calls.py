@@ -12,6 +12,7 @@ use the module itself.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, MutableMapping
 
@@ -19,9 +20,11 @@ import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
 from tensordict import TensorDictBase
+from torch._C._functorch import is_batchedtensor
 from tensordict.nn import (InteractionType, ProbabilisticTensorDictModule, ProbabilisticTensorDictSequential,
                            TensorDictModule, TensorDictModuleBase, TensorDictSequential)
 
+from rlexp.modules.distributions import IndependentNormal
 from rlexp.modules.gru import GRUModule
 
 Data = MutableMapping  # a flat dict of tensors keyed by tensordict keys, or a TensorDict
@@ -143,6 +146,9 @@ def _sampler(module: ProbabilisticTensorDictModule) -> list[Call] | None:
     log_prob_key = module.log_prob_key if module.return_log_prob else None
     if module.distribution_class is torch.distributions.Categorical and [k for k, _ in param_keys] == ["logits"]:
         return [_categorical(param_keys[0][1], sample_key, log_prob_key)]
+    if module.distribution_class is IndependentNormal and [k for k, _ in param_keys] == ["loc", "scale"] \
+            and not module.distribution_kwargs:
+        return [_independent_normal(param_keys[0][1], param_keys[1][1], sample_key, log_prob_key)]
 
     def call(data: Data, deterministic: bool) -> None:
         params = {dist_key if isinstance(dist_key, str) else dist_key[-1]: data[key] for dist_key, key in param_keys}
@@ -167,4 +173,24 @@ def _categorical(logits_key, sample_key, log_prob_key) -> Call:
         data[sample_key] = sample
         if log_prob_key is not None:
             data[log_prob_key] = logits.gather(-1, sample.unsqueeze(-1)).squeeze(-1)
+    return call
+
+
+def _independent_normal(loc_key, scale_key, sample_key, log_prob_key) -> Call:
+    """``IndependentNormal(loc, scale)`` (one event dimension) without the distribution objects, op for op:
+    the same draw (in place, out of place under vmap, as ``_Normal`` draws), mean and summed log-prob."""
+    log_sqrt_2pi = math.log(math.sqrt(2 * math.pi))
+
+    def call(data: Data, deterministic: bool) -> None:
+        loc, scale = torch.broadcast_tensors(data[loc_key], data[scale_key])
+        if deterministic:
+            sample = loc
+        elif is_batchedtensor(loc):
+            sample = loc + torch.randn(loc.shape, dtype=loc.dtype, device=loc.device) * scale
+        else:
+            sample = loc + torch.empty(loc.shape, dtype=loc.dtype, device=loc.device).normal_() * scale
+        data[sample_key] = sample
+        if log_prob_key is not None:
+            log_prob = -((sample - loc) ** 2) / (2 * scale**2) - scale.log() - log_sqrt_2pi
+            data[log_prob_key] = log_prob.sum(-1)
     return call

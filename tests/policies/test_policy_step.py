@@ -1,5 +1,6 @@
 """PolicyStep writes the keys and numbers of the tensordict call it replaces, for every built-in policy."""
 
+import math
 import warnings
 import weakref
 
@@ -15,6 +16,7 @@ from rlexp.modules import set_recurrent_mode
 from rlexp.checkpoint import load_checkpoint
 from rlexp.loggers import Logger
 from rlexp.modules import tensor_calls
+from rlexp.modules.distributions import IndependentNormal
 from rlexp.modules.tensor_calls import call_module, get_dist
 from rlexp.policies import RecurrentStates, rollout_policy
 from rlexp.policies import step as policy_step
@@ -77,6 +79,21 @@ def test_categorical_draws_follow_the_probabilities():
     torch.testing.assert_close(frequencies, probs, rtol=0, atol=0.01)  # ~5 standard deviations
     assert frequencies[2] == 0
     torch.testing.assert_close(step["action_log_prob"], probs.log()[step["action"]])
+
+
+def test_normal_draws_follow_the_distribution():
+    """The tensor path's Gaussian draws have the distribution's mean and std, and their log-prob is the formula's."""
+    module = ProbabilisticTensorDictModule(in_keys=["loc", "scale"], out_keys=["action"], return_log_prob=True,
+                                           distribution_class=IndependentNormal)
+    loc, scale = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 3.0])
+    torch.manual_seed(0)
+    act = PolicyStep(module)
+    step = act({"observation": torch.zeros(40_000, 1), "loc": loc.expand(40_000, 2), "scale": scale.expand(40_000, 2)})
+    assert act.calls is not None
+    torch.testing.assert_close(step["action"].mean(0), loc, rtol=0, atol=5 * scale.max().item() / 200)
+    torch.testing.assert_close(step["action"].std(0), scale, rtol=0.02, atol=0)
+    density = torch.exp(-0.5 * ((step["action"] - loc) / scale) ** 2) / (scale * math.sqrt(2 * math.pi))
+    torch.testing.assert_close(step["action_log_prob"], density.log().sum(-1))
 
 
 @pytest.mark.parametrize("env_id, config", CASES)
@@ -198,7 +215,7 @@ def test_a_first_call_that_draws_differently_falls_back():
     assert act.calls is None
 
 
-@pytest.mark.parametrize("overrides", [["env=cartpole"],
+@pytest.mark.parametrize("overrides", [["env=cartpole"], ["env=pendulum"],
                                        ["policy=gru", "env=cartpole_masked", "optim.sequence_length=8"]])
 def test_training_on_the_tensor_path_is_bit_identical_to_the_tensordict_calls(tmp_path, monkeypatch, overrides):
     """The fast path changes no number: a short run with every module called as a tensordict module
