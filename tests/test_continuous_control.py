@@ -167,3 +167,21 @@ def test_every_mujoco_option_builds_normalised_and_steps(env):
     assert built.name.endswith("-v5") and built.normalizer is not None
     assert torch.isfinite(step["next", "observation"]).all() and step["next", "observation"].shape[0] == 2
     built.close()
+
+
+def test_the_benchmarks_time_limit_variant_reports_the_limit_as_a_termination():
+    """experiments/benchmarks/time_limit_terminates.py (CleanRL's handling of time limits, a benchmark config)."""
+    import importlib.util
+
+    import gymnasium as gym
+
+    spec = importlib.util.spec_from_file_location("time_limit_terminates",
+                                                  ROOT / "experiments" / "benchmarks" / "time_limit_terminates.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    env = module.make("Pendulum-v1", max_episode_steps=3)  # Pendulum never terminates by itself
+    env.reset(seed=0)
+    assert [tuple(env.step(env.action_space.sample())[2:4]) for _ in range(3)] == \
+        [(False, False), (False, False), (True, False)]
+    assert gym.spec("Walker2dTimeLimitTerminates-v4").max_episode_steps is None  # no second, truncating limit
+    assert gym.make("Walker2dTimeLimitTerminates-v4").spec.kwargs["wrapped_id"] == "Walker2d-v4"
