@@ -18,9 +18,9 @@ from collections.abc import Callable, MutableMapping
 
 import torch
 from torch import nn
+from torch._C._functorch import is_batchedtensor
 from torch.nn.modules import module as torch_module
 from tensordict import TensorDictBase
-from torch._C._functorch import is_batchedtensor
 from tensordict.nn import (InteractionType, ProbabilisticTensorDictModule, ProbabilisticTensorDictSequential,
                            TensorDictModule, TensorDictModuleBase, TensorDictSequential)
 
