@@ -125,8 +125,8 @@ def report(note: str | None = None) -> None:
              "before 2026-12-04); "
              "`cleanrl`: `+experiment=cleanrl_mujoco`; `cleanrl_v4`: the same with `env.id=<Env>-v4`; "
              "`cleanrl_v4_truncation_as_termination`: and the time limit reported as a termination "
-             "(experiments/benchmarks/time_limit_terminates.py). rlexp runs v5 envs (unless `-v4`) and bootstraps at time-limit "
-             "truncations; CleanRL ran v4 and treats truncation as termination.", "",
+             "(experiments/benchmarks/time_limit_terminates.py). rlexp runs v5 envs (unless `-v4`) and "
+             "bootstraps at time-limit truncations; CleanRL ran v4 and treats truncation as termination.", "",
              "| env | config | last-100 return | CleanRL published | vs published mean | final eval | "
              "frames/s (training) | wall s per run |", "|---|---|---|---|---|---|---|---|"]
     curves = {}

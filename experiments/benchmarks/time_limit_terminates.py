@@ -34,4 +34,5 @@ def make(wrapped_id: str, **kwargs) -> gym.Env:
 
 for task in TASKS:
     for version in ("v4", "v5"):
-        gym.register(f"{task}TimeLimitTerminates-{version}", entry_point=make, kwargs={"wrapped_id": f"{task}-{version}"})
+        gym.register(f"{task}TimeLimitTerminates-{version}", entry_point=make,
+                     kwargs={"wrapped_id": f"{task}-{version}"})
