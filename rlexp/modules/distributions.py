@@ -12,15 +12,20 @@ from torch import distributions as D
 from torch._C._functorch import is_batchedtensor
 
 
+def standard_normal(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) draws of ``shape`` in ``like``'s dtype and device: in place, as torch's Normal draws them, or
+    out of place under ``torch.func.vmap`` (several seeds in one process), which vmap batches with a
+    different draw per seed (the in-place draw is refused there)."""
+    if is_batchedtensor(like):
+        return torch.randn(shape, dtype=like.dtype, device=like.device)
+    return torch.empty(shape, dtype=like.dtype, device=like.device).normal_()
+
+
 class _Normal(D.Normal):
-    """torch's Normal; under ``torch.func.vmap`` (several seeds in one process) its draws are made out of
-    place, which vmap batches with a different draw per seed (torch's in-place draw is refused there)."""
+    """torch's Normal, drawing through ``standard_normal`` so that it also samples under vmap."""
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        if not is_batchedtensor(self.loc):
-            return super().rsample(sample_shape)
-        shape = self._extended_shape(sample_shape)
-        return self.loc + torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device) * self.scale
+        return self.loc + standard_normal(self._extended_shape(sample_shape), self.loc) * self.scale
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         if not is_batchedtensor(self.loc):

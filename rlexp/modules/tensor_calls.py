@@ -18,13 +18,12 @@ from collections.abc import Callable, MutableMapping
 
 import torch
 from torch import nn
-from torch._C._functorch import is_batchedtensor
 from torch.nn.modules import module as torch_module
 from tensordict import TensorDictBase
 from tensordict.nn import (InteractionType, ProbabilisticTensorDictModule, ProbabilisticTensorDictSequential,
                            TensorDictModule, TensorDictModuleBase, TensorDictSequential)
 
-from rlexp.modules.distributions import IndependentNormal
+from rlexp.modules.distributions import IndependentNormal, standard_normal
 from rlexp.modules.gru import GRUModule
 
 Data = MutableMapping  # a flat dict of tensors keyed by tensordict keys, or a TensorDict
@@ -178,17 +177,12 @@ def _categorical(logits_key, sample_key, log_prob_key) -> Call:
 
 def _independent_normal(loc_key, scale_key, sample_key, log_prob_key) -> Call:
     """``IndependentNormal(loc, scale)`` (one event dimension) without the distribution objects, op for op:
-    the same draw (in place, out of place under vmap, as ``_Normal`` draws), mean and summed log-prob."""
+    the same draw (``standard_normal``, as ``_Normal`` draws), mean and summed log-prob."""
     log_sqrt_2pi = math.log(math.sqrt(2 * math.pi))
 
     def call(data: Data, deterministic: bool) -> None:
         loc, scale = torch.broadcast_tensors(data[loc_key], data[scale_key])
-        if deterministic:
-            sample = loc
-        elif is_batchedtensor(loc):
-            sample = loc + torch.randn(loc.shape, dtype=loc.dtype, device=loc.device) * scale
-        else:
-            sample = loc + torch.empty(loc.shape, dtype=loc.dtype, device=loc.device).normal_() * scale
+        sample = loc if deterministic else loc + standard_normal(loc.shape, loc) * scale
         data[sample_key] = sample
         if log_prob_key is not None:
             log_prob = -((sample - loc) ** 2) / (2 * scale**2) - scale.log() - log_sqrt_2pi
