@@ -174,11 +174,12 @@ class SeedsTrainer(Trainer):
             batch[log_prob_key] = batch[log_prob_key].masked_fill(~batch[MASK], torch.nan)
         slots = int(batch[MASK].sum(1).max()) if masked else batch.shape[1]
         size = math.ceil(slots / cfg.optim.num_minibatches)
-        seeds = torch.arange(n, device=batch.device)[:, None]
+        # the rollout's tensors are on self.device, but the TensorDict holding them has no device of its own
+        seeds = torch.arange(n, device=self.device)[:, None]
         sums: dict[str, torch.Tensor] = {}
-        updates = torch.zeros(n, device=batch.device)
+        updates = torch.zeros(n, device=self.device)
         for _epoch in range(cfg.optim.ppo_epochs):
-            order = torch.rand(batch.shape, device=batch.device)
+            order = torch.rand(batch.shape, device=self.device)
             if masked:
                 order = order - 2 * batch[MASK]  # valid frames sort first
             order = order.argsort(1)[:, :slots]

@@ -42,6 +42,7 @@ run cuda_gru_clip_ppo device=$GPU policy=gru collector.total_frames=16384 eval.i
 run cuda_mlp_grpo device=$GPU loss=grpo collector.total_frames=16384 eval.interval=8192
 run cuda_gru_grpo device=$GPU loss=grpo policy=gru collector.total_frames=8192 eval.interval=8192
 run cuda_seeds_clip_ppo device=$GPU num_seeds=4 collector.total_frames=16384 eval.interval=8192
+run cuda_seeds_grpo device=$GPU num_seeds=4 loss=grpo collector.total_frames=16384 eval.interval=8192
 
 # 2. a CUDA checkpoint resumed on the CPU (a finished run continued to a larger budget)
 start=$SECONDS

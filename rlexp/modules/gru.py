@@ -7,6 +7,8 @@ the last batch dim is time, and the sequences are cut into episode segments at `
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from tensordict import NestedKey, TensorDictBase, unravel_key, unravel_key_list
@@ -169,13 +171,23 @@ class GRUModule(TensorDictModuleBase):
         padded = x.new_zeros(len(first) * longest, x.shape[-1]).index_copy(0, slot, x).view(len(first), longest, -1)
         last = first + lengths - 1
         if torch.is_grad_enabled() and self.gru.num_layers == 1 and not self.gru.bidirectional:
-            output = self.gru(padded, hidden0)[0].flatten(0, 1).index_select(0, slot)
+            with _differentiable(self.gru, x):
+                output = self.gru(padded, hidden0)[0].flatten(0, 1).index_select(0, slot)
             not_last = torch.ones(len(x), 1, dtype=torch.bool, device=x.device).index_fill_(0, last, False)
             return output, output.masked_fill(not_last, 0).unsqueeze(1)
         packed = pack_padded_sequence(padded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, h_n = self.gru(packed, hidden0)
+        with _differentiable(self.gru, x):
+            output, h_n = self.gru(packed, hidden0)
         output = pad_packed_sequence(output, batch_first=True)[0].flatten(0, 1).index_select(0, slot)
         return output, x.new_zeros(len(x), *self._state_shape).index_copy(0, last, h_n.transpose(0, 1))
+
+
+def _differentiable(gru: nn.Module, x: Tensor) -> contextlib.AbstractContextManager:
+    """cuDNN's GRU has no backward in eval mode, and a loss may train its actor in eval mode (GRPO): there,
+    with gradients on CUDA, the GRU runs on PyTorch's own CUDA kernels instead (the same function)."""
+    if x.is_cuda and not gru.training and torch.is_grad_enabled():
+        return torch.backends.cudnn.flags(enabled=False)
+    return contextlib.nullcontext()
 
 
 def _segments(is_init: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
