@@ -21,10 +21,11 @@ class CartPoleSameStepReset(VectorWrapper):
         self.metadata = {**env.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def reset(self, *, seed: int | list[int] | None = None, options=None):
-        """``seed`` may be a list with one seed per sub-env: equal seeds give equal initial states."""
+        """``seed`` may be a list with one seed per sub-env: equal seeds give equal initial states, and the
+        env's RNG (which draws the later resets) is seeded from the whole list, so those resets repeat too."""
         if not isinstance(seed, (list, tuple)):
             return self.env.reset(seed=seed, options=options)
-        obs, info = self.env.reset(seed=None, options=options)
+        obs, info = self.env.reset(seed=int(np.random.SeedSequence(list(seed)).generate_state(1)[0]), options=options)
         env = self.env.unwrapped
         for i, sub_seed in enumerate(seed):
             env.state[:, i] = np.random.default_rng(sub_seed).uniform(low=env.low, high=env.high, size=4)

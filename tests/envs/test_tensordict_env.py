@@ -94,3 +94,19 @@ def test_unknown_env_id_suggests_close_names():
         make_gym_env(id="CartPole-v9")
     with pytest.raises(ConfigError, match="num_envs must be >= 1, got 0"):
         make_gym_env(id="CartPole-v1", num_envs=0)
+
+
+def test_per_env_seeds_repeat_the_whole_run_resets_included():
+    """A list of seeds (GRPO's groups) fixes the initial states and the env's RNG that draws later resets: two
+    fresh envs give the same steps through many episodes."""
+    def steps():
+        env = make_gym_env(id="CartPole-v1", num_envs=4)
+        always_right = lambda: torch.ones(4, dtype=torch.long)  # noqa: E731  (episodes end in ~10 steps)
+        return rollout(env, 100, [5, 5, 9, 9], always_right)
+
+    first, second = steps(), steps()
+    assert first["next", "done"].sum() >= 20  # resets happened
+    start = first["observation"][:, 0]
+    assert torch.equal(start[0], start[1]) and torch.equal(start[2], start[3]) and not torch.equal(start[0], start[2])
+    for key in ["observation", ("next", "observation"), ("next", "done")]:
+        assert torch.equal(first[key], second[key]), key
