@@ -171,17 +171,62 @@ def test_every_mujoco_option_builds_normalised_and_steps(env):
 
 def test_the_benchmarks_time_limit_variant_reports_the_limit_as_a_termination():
     """experiments/benchmarks/time_limit_terminates.py (CleanRL's handling of time limits, a benchmark config)."""
-    import importlib.util
-
     import gymnasium as gym
 
-    spec = importlib.util.spec_from_file_location("time_limit_terminates",
-                                                  ROOT / "experiments" / "benchmarks" / "time_limit_terminates.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark_module("time_limit_terminates")
     env = module.make("Pendulum-v1", max_episode_steps=3)  # Pendulum never terminates by itself
     env.reset(seed=0)
     assert [tuple(env.step(env.action_space.sample())[2:4]) for _ in range(3)] == \
         [(False, False), (False, False), (True, False)]
     assert gym.spec("Walker2dTimeLimitTerminates-v4").max_episode_steps is None  # no second, truncating limit
     assert gym.make("Walker2dTimeLimitTerminates-v4").spec.kwargs["wrapped_id"] == "Walker2d-v4"
+
+
+
+def test_the_benchmarks_gymnasium029_variant_normalises_by_gymnasium_029s_formulas(monkeypatch):
+    """experiments/benchmarks/gymnasium029_normalizer.py (CleanRL's normalisation semantics, a benchmark config)
+    against the formulas in cleanrl_lockstep.py, which reproduce gymnasium 0.29's wrappers on CleanRL's stream."""
+    import gymnasium as gym
+
+    from rlexp.envs import Normalizer, TensorDictVectorEnv
+
+    formulas = benchmark_module("cleanrl_lockstep").normalised
+    actions = np.random.default_rng(0).uniform(-1, 1, (300, 3)).astype(np.float32)
+    raw = gym.make("Hopper-v5", max_episode_steps=15)  # falls (terminations) and time limits (truncations)
+    events = [(torch.tensor(raw.reset(seed=0)[0]), None, None, None)]
+    for action in actions:
+        obs, reward, terminated, truncated, _ = raw.step(action)
+        events.append((torch.tensor(obs), float(reward), terminated, truncated))
+        if terminated or truncated:
+            events.append((torch.tensor(raw.reset()[0]), None, None, None))
+    ends = [event[2:] for event in events if event[2] is not None and (event[2] or event[3])]
+    assert (True, False) in ends and (False, True) in ends
+    expected = formulas(events, gamma=0.99)  # before the variant's import: "rlexp" runs rlexp's Normalizer
+    expected_observations, expected_rewards = expected["gymnasium 0.29"]
+    assert not np.allclose(expected["rlexp"][1], expected_rewards, rtol=1e-3)  # the two semantics do differ here
+
+    # importing the variant patches these two; monkeypatch restores rlexp's after the test
+    monkeypatch.setattr(TensorDictVectorEnv, "step_and_maybe_reset", TensorDictVectorEnv.step_and_maybe_reset)
+    monkeypatch.setattr(Normalizer, "rewards", Normalizer.rewards)
+    benchmark_module("gymnasium029_normalizer")
+    env = build_env({"name": "gym", "id": "Hopper-v5", "num_envs": 1, "max_episode_steps": 15,
+                     "normalize": {"observation": True, "reward": True, "gamma": 0.99}})
+    root = env.reset(seed=0)
+    observations, rewards = [root["observation"][0]], []
+    for action in actions:
+        step, root = env.step_and_maybe_reset({**root, "action": torch.from_numpy(action)[None]})
+        observations.append(root["observation"][0])
+        rewards.append(float(step["next", "reward"]))
+    env.close()
+    assert np.allclose(np.stack(observations), expected_observations, atol=1e-6)
+    assert np.allclose(rewards, expected_rewards, rtol=1e-6)
+
+
+def benchmark_module(name: str):
+    """A module of experiments/benchmarks/, imported from its file (the folder is not a package on the path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

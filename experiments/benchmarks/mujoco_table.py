@@ -32,12 +32,15 @@ ENVS = {"halfcheetah": "HalfCheetah", "hopper": "Hopper", "walker2d": "Walker2d"
         "inverted_pendulum": "InvertedPendulum"}
 # tuned_32minibatches: conf/tuned/mujoco.yaml before 2026-12-04 (CleanRL's minibatches of 64 and lr), for comparison;
 # cleanrl_v4: the preset on the v4 envs CleanRL's table was made on ({Env} is the env's gymnasium name);
-# cleanrl_v4_truncation_as_termination: and time limits ending the return, as CleanRL's script does.
+# cleanrl_v4_truncation_as_termination: and time limits ending the return, as CleanRL's script does;
+# cleanrl_gymnasium029_normalizer: the preset with the normalisation semantics of CleanRL's gymnasium 0.29 wrappers.
 CONFIGS = {"tuned": [], "tuned_32minibatches": ["optim.num_minibatches=32", "optim.lr=0.0003"],
            "cleanrl": ["+experiment=cleanrl_mujoco"], "cleanrl_v4": ["+experiment=cleanrl_mujoco", "env.id={Env}-v4"],
            "cleanrl_v4_truncation_as_termination": ["+experiment=cleanrl_mujoco",
                                                     "imports=[experiments.benchmarks.time_limit_terminates]",
-                                                    "env.id={Env}TimeLimitTerminates-v4"]}
+                                                    "env.id={Env}TimeLimitTerminates-v4"],
+           "cleanrl_gymnasium029_normalizer": ["+experiment=cleanrl_mujoco",
+                                               "imports=[experiments.benchmarks.gymnasium029_normalizer]"]}
 # CleanRL ppo_continuous_action, 1M steps, 3 seeds, v4 envs: mean and std over seeds of the last 100
 # training episodes (vwxyzjn/cleanrl docs/benchmark/ppo_continuous_action.md); its published runtime is 24-26 min.
 PUBLISHED = {"halfcheetah": (1442.6, 46.0), "hopper": (2382.9, 271.7), "walker2d": (2288.0, 571.8),
@@ -125,7 +128,9 @@ def report(note: str | None = None) -> None:
              "before 2026-12-04); "
              "`cleanrl`: `+experiment=cleanrl_mujoco`; `cleanrl_v4`: the same with `env.id=<Env>-v4`; "
              "`cleanrl_v4_truncation_as_termination`: and the time limit reported as a termination "
-             "(experiments/benchmarks/time_limit_terminates.py). rlexp runs v5 envs (unless `-v4`) and "
+             "(experiments/benchmarks/time_limit_terminates.py); `cleanrl_gymnasium029_normalizer`: "
+             "`+experiment=cleanrl_mujoco` normalising as gymnasium 0.29's wrappers in CleanRL's env do "
+             "(experiments/benchmarks/gymnasium029_normalizer.py). rlexp runs v5 envs (unless `-v4`) and "
              "bootstraps at time-limit truncations; CleanRL ran v4 and treats truncation as termination.", "",
              "| env | config | last-100 return | CleanRL published | vs published mean | final eval | "
              "frames/s (training) | wall s per run |", "|---|---|---|---|---|---|---|---|"]
