@@ -43,6 +43,7 @@ class OptimConfig:
     ppo_epochs: int = MISSING
     num_minibatches: int = MISSING
     sequence_length: int = MISSING
+    compile: bool = False  # a default here as well: checkpoints from before this key resume eager
 
 
 @dataclass

@@ -133,8 +133,20 @@ class Trainer:
         self.sequence_length = check_sequence_length(cfg, bool(RecurrentStates(self.actor, self.critic)))
         self.parameters = list(self.loss_module.parameters())
         # foreach: the for-loop Adam's numbers, bit for bit, at less cost; fused=True is faster still on the CPU
-        # but rounds differently.
-        self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.optim.lr, eps=cfg.optim.eps, foreach=True)
+        # but rounds differently. optim.compile: the loss (with its backward), the gradient clipping and the Adam
+        # step run compiled, the NaN guard between them eager; the lr is a tensor, annealed in place, so that a
+        # new lr is a new value and not a new constant of the compiled step (which would recompile it every
+        # iteration). Adam takes a tensor lr in its for-loop form, which compiles to the same fused kernels.
+        compiled = cfg.optim.compile
+        if compiled and self.loss_module.per_run_buffers:
+            raise ConfigError(f"optim.compile=true with loss={cfg.loss.name}: its forward updates "
+                              f"{', '.join(self.loss_module.per_run_buffers)} in place, which torch.compile cannot "
+                              "trace. Use optim.compile=false with this loss.")
+        self.optimizer = torch.optim.Adam(self.parameters, eps=cfg.optim.eps, foreach=not compiled,
+                                          lr=torch.tensor(cfg.optim.lr, device=device) if compiled else cfg.optim.lr)
+        steps = (self._loss_and_terms, self._clip_gradients, self.optimizer.step)
+        self.loss_and_terms, self.clip_gradients, self.optimizer_step = \
+            (torch.compile(step) for step in steps) if compiled else steps
         self.collector = make_collector(cfg, self.env, self.actor, rollout_policy(self.actor, self.critic), device)
         self.actor.train(not self.loss_module.actor_in_eval_mode)
         # the first evaluation's env seed; later ones continue the eval env's RNG
@@ -146,7 +158,10 @@ class Trainer:
         optim, total = self.cfg.optim, self.cfg.collector.total_frames
         lr = optim.lr * (1.0 - self.progress.frames / total if optim.anneal_lr else 1.0)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], torch.Tensor):  # optim.compile
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
         return lr
 
     def collect(self) -> tuple[TensorDict, int]:
@@ -180,21 +195,19 @@ class Trainer:
         minibatches = Minibatches(rollout, self.cfg.optim.num_minibatches, self.sequence_length)
         for _epoch in range(self.cfg.optim.ppo_epochs):
             for minibatch in minibatches:
-                loss_td = self.loss_module(minibatch)
-                loss = sum(value for key, value in loss_td.items() if key.startswith("loss_"))
+                loss, loss_td = self.loss_and_terms(minibatch)
                 self.optimizer.zero_grad()
                 fault = non_finite_loss_terms(loss_td) if not torch.isfinite(loss) else None
                 if fault is None:
                     loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.cfg.optim.max_grad_norm,
-                                                               foreach=True)
+                    grad_norm = self.clip_gradients()
                     fault = non_finite_gradients(self.loss_module) if not torch.isfinite(grad_norm) else None
                 if fault is not None:
                     if self.cfg.trainer.on_nan == "skip":
                         self.progress.skipped_batches += 1
                         continue
                     raise NonFiniteLoss(fault, self.progress.iteration, self.progress.frames)
-                self.optimizer.step()
+                self.optimizer_step()
                 with torch.no_grad():
                     for key, value in [*loss_td.items(), ("train/grad_norm", grad_norm)]:
                         outputs.setdefault(key, []).append(value.float() if value.ndim == 0 else value.float().mean())
@@ -203,6 +216,15 @@ class Trainer:
         if self.cfg.trainer.on_nan == "skip":
             means["train/skipped_batches"] = self.progress.skipped_batches
         return means
+
+    def _loss_and_terms(self, minibatch: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The minibatch's objective (the sum of the ``loss_*`` terms) and every output of the loss module."""
+        terms = dict(self.loss_module(minibatch).items())
+        return sum(value for key, value in terms.items() if key.startswith("loss_")), terms
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """Scale the gradients to a global norm of at most ``optim.max_grad_norm``; return the norm before."""
+        return torch.nn.utils.clip_grad_norm_(self.parameters, self.cfg.optim.max_grad_norm, foreach=True)
 
     def episode_metrics(self) -> dict[str, float]:
         return episode_metrics(self.collector.finished_episodes())

@@ -41,6 +41,7 @@ RULES: dict[str, tuple[type, tuple[str, Callable[[float], bool]] | None]] = {
     "optim.ppo_epochs": (int, at_least_one),
     "optim.num_minibatches": (int, at_least_one),
     "optim.anneal_lr": (bool, None),
+    "optim.compile": (bool, None),
     "eval.interval": (int, at_least_one),
     "checkpoint.interval": (int, at_least_one),
     "checkpoint.keep": (int, at_least_one),
@@ -155,3 +156,6 @@ def check_num_seeds(cfg: DictConfig) -> None:
                           "replay_transform=none, or run those seeds as a sweep (-m seed=...).")
     if cfg.eval.video:
         raise ConfigError(f"num_seeds={n} with eval.video=true is not supported: record videos in a run of one seed.")
+    if cfg.optim.compile:
+        raise ConfigError(f"num_seeds={n} with optim.compile=true is not supported: the seeds' update is already "
+                          "batched; use optim.compile=false.")

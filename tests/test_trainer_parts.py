@@ -11,6 +11,7 @@ from rlexp.loggers import Logger
 from rlexp.objectives import ClipPPOLoss
 from rlexp.registry import ConfigError, losses
 from rlexp.data import n_step_rollout
+from rlexp.checkpoint import load_checkpoint
 from rlexp.trainer import Minibatches, Trainer, train
 
 
@@ -99,6 +100,8 @@ def test_loss_outputs_are_averaged_by_key_and_phases_are_timed(tmp_path):
      "replay_transform.n_steps=64 must be smaller than the 64 steps per env"),
     (["policy=gru", "replay_transform=multistep", "value_estimator=td0"],
      "optim.sequence_length=8 with replay_transform=multistep"),
+    (["loss=klpen_ppo", "optim.compile=true"], "optim.compile=true with loss=klpen_ppo: its forward updates beta"),
+    (["num_seeds=2", "optim.compile=true"], "num_seeds=2 with optim.compile=true is not supported"),
 ])
 def test_combinations_that_used_to_fail_mid_run_are_refused_before_training(tmp_path, overrides, message):
     opened = []
@@ -119,3 +122,34 @@ def test_the_loss_declares_whether_the_actor_trains_in_eval_mode(tmp_path, loss,
     trainer = Trainer(compose_config("logger=none", *overrides), torch.device("cpu"), {}, video_dir=tmp_path)
     assert trainer.actor.training is training
     trainer.close()
+
+
+def test_the_compiled_update_is_the_eager_one_up_to_rounding_and_resumes_exactly(tmp_path):
+    """optim.compile=true compiles the loss (its backward with it) and the gradient clipping: the same losses as
+    the eager update up to float rounding, and a resumed compiled run repeats the whole one bit for bit."""
+    args = ["logger=none", "collector.total_frames=2048", "collector.frames_per_batch=1024", "env.num_envs=8",
+            "optim.ppo_epochs=2", "optim.num_minibatches=2", "eval.interval=2048", "eval.episodes=2",
+            "checkpoint.interval=1024"]
+    from torch._dynamo.utils import counters
+
+    rows, graphs = {}, {}
+    for name, extra in (("eager", []), ("compiled", ["optim.compile=true"]), ("resumed", ["optim.compile=true"])):
+        (tmp_path / name).mkdir()
+        rows[name] = Rows()
+        resume = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "checkpoint_000000001024.pt") \
+            if name == "resumed" else None
+        before = counters["stats"]["unique_graphs"]
+        train(compose_config(*args, *extra), tmp_path / name, make_logger=lambda rows=rows[name]: rows, resume=resume)
+        graphs[name] = counters["stats"]["unique_graphs"] - before
+    assert graphs["eager"] == 0 and graphs["compiled"] > 0  # compiled only when asked
+    for eager, compiled in zip(rows["eager"].rows, rows["compiled"].rows, strict=True):
+        for key in [key for key in eager if key.startswith("loss_")]:
+            assert compiled[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-6), key
+
+    def untimed(rows: Rows) -> list[dict]:
+        return [{k: v for k, v in row.items() if not k.startswith(("train/time_", "train/fps", "train/seconds"))}
+                for row in rows.rows]
+
+    assert untimed(rows["resumed"]) == untimed(rows["compiled"])[1:]
+    final = {name: load_checkpoint(tmp_path / name / "checkpoint.pt")["loss"] for name in ("compiled", "resumed")}
+    assert all(torch.equal(final["resumed"][key], value) for key, value in final["compiled"].items())

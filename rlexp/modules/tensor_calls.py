@@ -82,7 +82,13 @@ _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cached_calls(module: TensorDictModuleBase) -> list[Call] | None:
-    """``module_calls(module, step=False)``, worked out once per module."""
+    """``module_calls(module, step=False)``, worked out once per module.
+
+    Under ``torch.compile`` they are worked out in the traced code instead: guards on a weak dictionary's
+    entries break when an entry of another module is collected.
+    """
+    if torch.compiler.is_compiling():
+        return module_calls(module, step=False)
     if module not in _cache:
         _cache[module] = module_calls(module, step=False)
     return _cache[module]
