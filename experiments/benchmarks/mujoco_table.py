@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "outputs" / "benchmarks" / "mujoco"
 RESULTS = ROOT / "experiments" / "results"
 ENVS = {"halfcheetah": "HalfCheetah", "hopper": "Hopper", "walker2d": "Walker2d",
-        "inverted_pendulum": "InvertedPendulum"}
+        "inverted_pendulum": "InvertedPendulum", "ant": "Ant", "humanoid": "Humanoid", "swimmer": "Swimmer",
+        "inverted_double_pendulum": "InvertedDoublePendulum"}  # the last four: not in CleanRL's table
 # tuned_32minibatches: conf/tuned/mujoco.yaml before 2026-12-04 (CleanRL's minibatches of 64 and lr), for comparison;
 # cleanrl_v4: the preset on the v4 envs CleanRL's table was made on ({Env} is the env's gymnasium name);
 # cleanrl_v4_truncation_as_termination: and time limits ending the return, as CleanRL's script does;
@@ -105,7 +106,8 @@ def read_run(folder: Path) -> dict | None:
         return None
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     wall = folder / "wall_seconds.txt"
-    return {"final": last_episodes_mean(rows), "eval": rows[-1].get("eval/episode_return", float("nan")),
+    return {"final": last_episodes_mean(rows), "first": rows[0].get("train/episode_return", float("nan")),
+            "eval": rows[-1].get("eval/episode_return", float("nan")),
             "frames": rows[-1]["frames"], "train_seconds": rows[-1]["train/seconds"],
             "wall": float(wall.read_text()) if wall.exists() else float("nan"),
             "curve": [(row["frames"], row["train/episode_return"]) for row in rows if "train/episode_return" in row]}
@@ -157,6 +159,21 @@ def report(note: str | None = None) -> None:
                          f"{statistics.mean(finals) / mean:.2f}x | {summary([r['eval'] for r in runs])} | "
                          f"{fps:,.0f} | {statistics.median(walls) if walls else float('nan'):,.0f} |")
             curves[(env, config)] = [r["curve"] for r in runs]
+    others = {env: runs for env in ENVS if env not in PUBLISHED
+              for runs in [[r for r in (read_run(f) for f in sorted((RUNS / "tuned" / env).glob("seed*"))) if r]]
+              if runs}
+    if others:
+        lines += ["", "The other MuJoCo options with their tuned defaults (`python -m rlexp env=<env>`, the shared "
+                  "conf/tuned/mujoco.yaml), not in CleanRL's table: the first iteration's episodes show where the "
+                  "untrained policy starts.", "",
+                  "| env | last-100 return | first iteration's return | final eval | frames/s (training) | "
+                  "wall s per run |", "|---|---|---|---|---|---|"]
+        for env, runs in others.items():
+            fps = statistics.median(r["frames"] / r["train_seconds"] for r in runs)
+            walls = [r["wall"] for r in runs if r["wall"] == r["wall"]]
+            lines.append(f"| {env} | {summary([r['final'] for r in runs])} | {summary([r['first'] for r in runs])} | "
+                         f"{summary([r['eval'] for r in runs])} | {fps:,.0f} | "
+                         f"{statistics.median(walls) if walls else float('nan'):,.0f} |")
     if note:
         lines += ["", note]
     (RESULTS / "mujoco.md").write_text("\n".join(lines) + "\n\n![learning curves](mujoco.png)\n")
