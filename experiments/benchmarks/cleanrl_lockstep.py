@@ -8,19 +8,22 @@ whether the preset's update is CleanRL's. This does it number by number on one i
    variables at every Adam step: the initial parameters, the rollout (normalised observations, actions,
    log-probs, rewards, dones, values), its GAE advantages and returns, each minibatch's indices and
    losses, and the clipped gradients of the first step; then the parameters after the iteration.
+   It also records the raw stream below CleanRL's normalising wrappers (what its ``ClipAction`` wrapper
+   returns).
 2. ``compare`` (rlexp's Python): builds the preset's ``Trainer`` on the same env, loads CleanRL's initial
    parameters, writes CleanRL's rollout into an rlexp rollout (its dones as terminations, as CleanRL
    treats them), runs rlexp's own advantage estimation and update with CleanRL's minibatch order, and
    prints the largest differences: advantages, returns, the first step's gradients, every minibatch's
-   policy and value loss, and the parameters after 320 Adam steps.
+   policy and value loss, and the parameters after 320 Adam steps. The raw stream goes through rlexp's
+   normaliser and through the formulas of gymnasium 0.29's wrappers, each compared with what CleanRL's
+   policy saw.
 
 Float32 rounding differs between the two programs (operation order), so the parameters after 320
 steps differ by rounding noise, not 0; a term computed differently shows up as a loss difference of
 orders of magnitude more, from the first minibatch on.
 
 Run: ``.venv/bin/python experiments/benchmarks/cleanrl_lockstep.py --cleanrl-script ppo_continuous_action.py
---cleanrl-python <peers venv>/bin/python [--env-id Walker2d-v4] [--seed 0]``. The environment (obs and
-reward normalisation, the env version) is not compared here: the capture's rollout is taken as given.
+--cleanrl-python <peers venv>/bin/python [--env-ids Walker2d-v4 Hopper-v4 ...] [--seed 0]``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 ENVS = {"HalfCheetah": "halfcheetah", "Hopper": "hopper", "Walker2d": "walker2d",
         "InvertedPendulum": "inverted_pendulum"}
 
@@ -44,7 +46,7 @@ def capture(script: Path, env_id: str, seed: int, out: Path) -> None:
     import torch
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    saved: dict = {"minibatches": [], "pg_loss": [], "v_loss": [], "approx_kl": []}
+    saved: dict = {"minibatches": [], "pg_loss": [], "v_loss": []}
 
     def script_globals() -> dict:
         frame = sys._getframe(1)
@@ -59,10 +61,10 @@ def capture(script: Path, env_id: str, seed: int, out: Path) -> None:
             saved["initial"] = {k: v.detach().clone() for k, v in agent.state_dict().items()}
             saved["first_grads"] = {k: p.grad.detach().clone() for k, p in agent.named_parameters()}
             for key in ("obs", "actions", "logprobs", "rewards", "dones", "values", "next_obs", "next_done",
-                        "next_value", "advantages", "returns"):
+                        "advantages", "returns"):
                 saved[key] = names[key].detach().clone()
         saved["minibatches"].append(torch.as_tensor(names["mb_inds"].copy()))
-        for key in ("pg_loss", "v_loss", "approx_kl"):
+        for key in ("pg_loss", "v_loss"):
             saved[key].append(names[key].item())
 
     register_optimizer_step_pre_hook(before_step)
@@ -70,7 +72,6 @@ def capture(script: Path, env_id: str, seed: int, out: Path) -> None:
     sys.argv = [str(script), f"--env-id={env_id}", f"--seed={seed}", "--num-steps=2048", "--total-timesteps=2048"]
     names = runpy.run_path(str(script), run_name="__main__")
     saved["final"] = {k: v.detach().clone() for k, v in names["agent"].state_dict().items()}
-    saved["args"] = {k: v for k, v in vars(names["args"]).items() if isinstance(v, (int, float, str, bool))}
     torch.save(saved, out)
 
 
@@ -142,8 +143,7 @@ def compare(saved_path: Path, env_id: str, seed: int) -> dict[str, float]:
     from rlexp.trainer import Trainer, seed_everything
 
     saved = torch.load(saved_path)
-    task, version = env_id.rsplit("-", 1)
-    cfg = compose_config("+experiment=cleanrl_mujoco", f"env={ENVS[task]}", f"env.id={env_id}", f"seed={seed}",
+    cfg = compose_config("+experiment=cleanrl_mujoco", f"env={ENVS[env_id.rsplit('-', 1)[0]]}", f"env.id={env_id}", f"seed={seed}",
                          "logger=none")
     seed_everything(seed)
     trainer = Trainer(cfg, torch.device("cpu"), {}, video_dir=Path(tempfile.mkdtemp()))
@@ -204,7 +204,7 @@ def compare(saved_path: Path, env_id: str, seed: int) -> dict[str, float]:
         rows[f"rewards, relative, normalised by {name}"] = largest(rewards / saved["rewards"][:, 0].numpy(), 1.0)
     advantage = rollout["advantage"].reshape(-1)
     return rows | {
-
+        "state values (the critic at collection)": largest(rollout["state_value"].reshape(-1), saved["values"][:, 0]),
         "advantage (GAE)": largest(advantage, saved["advantages"][:, 0]),
         "advantage, relative to its std": largest(advantage, saved["advantages"][:, 0]) / float(advantage.std()),
         "value target (returns)": largest(rollout["value_target"].reshape(-1), saved["returns"][:, 0]),
