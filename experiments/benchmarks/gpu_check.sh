@@ -4,7 +4,8 @@
 #   bash experiments/benchmarks/gpu_check.sh [python]      # default python: .venv/bin/python
 #   GPU=cpu bash experiments/benchmarks/gpu_check.sh         # a dry run of the script itself on a CPU-only machine
 #
-# 1. short runs at device=cuda: policy mlp and gru, loss clip_ppo and grpo (each must exit 0);
+# 1. short runs at device=cuda: policy mlp and gru, loss clip_ppo and grpo, num_seeds=4, optim.compile=true (each
+#    must exit 0);
 # 2. a CUDA checkpoint resumed on the CPU (resume=<run> device=cpu) must finish;
 # 3. training frames/s at device=cuda against device=cpu on CartPole with 16, 256 and 1024 envs, and with
 #    num_seeds 1, 16 and 64 (16 envs per seed): the median train/fps of each run's iterations after the first.
@@ -43,6 +44,7 @@ run cuda_mlp_grpo device=$GPU loss=grpo collector.total_frames=16384 eval.interv
 run cuda_gru_grpo device=$GPU loss=grpo policy=gru collector.total_frames=8192 eval.interval=8192
 run cuda_seeds_clip_ppo device=$GPU num_seeds=4 collector.total_frames=16384 eval.interval=8192
 run cuda_seeds_grpo device=$GPU num_seeds=4 loss=grpo collector.total_frames=16384 eval.interval=8192
+run cuda_mlp_compiled device=$GPU optim.compile=true collector.total_frames=16384 eval.interval=8192
 
 # 2. a CUDA checkpoint resumed on the CPU (a finished run continued to a larger budget)
 start=$SECONDS
