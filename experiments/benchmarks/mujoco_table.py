@@ -106,7 +106,8 @@ def read_run(folder: Path) -> dict | None:
         return None
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     wall = folder / "wall_seconds.txt"
-    return {"final": last_episodes_mean(rows), "first": rows[0].get("train/episode_return", float("nan")),
+    first = next((row["train/episode_return"] for row in rows if "train/episode_return" in row), float("nan"))
+    return {"final": last_episodes_mean(rows), "first": first,
             "eval": rows[-1].get("eval/episode_return", float("nan")),
             "frames": rows[-1]["frames"], "train_seconds": rows[-1]["train/seconds"],
             "wall": float(wall.read_text()) if wall.exists() else float("nan"),
@@ -164,9 +165,9 @@ def report(note: str | None = None) -> None:
               if runs}
     if others:
         lines += ["", "The other MuJoCo options with their tuned defaults (`python -m rlexp env=<env>`, the shared "
-                  "conf/tuned/mujoco.yaml), not in CleanRL's table: the first iteration's episodes show where the "
-                  "untrained policy starts.", "",
-                  "| env | last-100 return | first iteration's return | final eval | frames/s (training) | "
+                  "conf/tuned/mujoco.yaml and what conf/tuned/<env>.yaml adds), not in CleanRL's table: the first "
+                  "episodes to finish show where the untrained policy starts.", "",
+                  "| env | last-100 return | first episodes' return | final eval | frames/s (training) | "
                   "wall s per run |", "|---|---|---|---|---|---|"]
         for env, runs in others.items():
             fps = statistics.median(r["frames"] / r["train_seconds"] for r in runs)
