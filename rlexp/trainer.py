@@ -136,7 +136,7 @@ class Trainer:
         # but rounds differently. optim.compile: the loss (with its backward), the gradient clipping and the Adam
         # step run compiled, the NaN guard between them eager; the lr is a tensor, annealed in place, so that a
         # new lr is a new value and not a new constant of the compiled step (which would recompile it every
-        # iteration). Adam takes a tensor lr in its for-loop form, which compiles to the same fused kernels.
+        # iteration). Adam accepts a tensor lr only in its for-loop form, which torch.compile fuses anyway.
         compiled = cfg.optim.compile
         if compiled and self.loss_module.per_run_buffers:
             raise ConfigError(f"optim.compile=true with loss={cfg.loss.name}: its forward updates "

@@ -182,7 +182,6 @@ def test_the_benchmarks_time_limit_variant_reports_the_limit_as_a_termination():
     assert gym.make("Walker2dTimeLimitTerminates-v4").spec.kwargs["wrapped_id"] == "Walker2d-v4"
 
 
-
 def test_the_benchmarks_gymnasium029_variant_normalises_by_gymnasium_029s_formulas(monkeypatch):
     """experiments/benchmarks/gymnasium029_normalizer.py (CleanRL's normalisation semantics, a benchmark config)
     against the formulas in cleanrl_lockstep.py, which reproduce gymnasium 0.29's wrappers on CleanRL's stream."""

@@ -125,8 +125,9 @@ def test_the_loss_declares_whether_the_actor_trains_in_eval_mode(tmp_path, loss,
 
 
 def test_the_compiled_update_is_the_eager_one_up_to_rounding_and_resumes_exactly(tmp_path):
-    """optim.compile=true compiles the loss (its backward with it) and the gradient clipping: the same losses as
-    the eager update up to float rounding, and a resumed compiled run repeats the whole one bit for bit."""
+    """optim.compile=true compiles the loss (its backward with it), the gradient clipping and the Adam step: the
+    same losses as the eager update up to float rounding, and a resumed compiled run repeats the whole one bit for
+    bit."""
     args = ["logger=none", "collector.total_frames=2048", "collector.frames_per_batch=1024", "env.num_envs=8",
             "optim.ppo_epochs=2", "optim.num_minibatches=2", "eval.interval=2048", "eval.episodes=2",
             "checkpoint.interval=1024"]

@@ -106,12 +106,23 @@ def read_run(folder: Path) -> dict | None:
         return None
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     wall = folder / "wall_seconds.txt"
-    first = next((row["train/episode_return"] for row in rows if "train/episode_return" in row), float("nan"))
-    return {"final": last_episodes_mean(rows), "first": first,
+    curve = [(row["frames"], row["train/episode_return"]) for row in rows if "train/episode_return" in row]
+    return {"final": last_episodes_mean(rows), "first": curve[0][1] if curve else float("nan"),
             "eval": rows[-1].get("eval/episode_return", float("nan")),
             "frames": rows[-1]["frames"], "train_seconds": rows[-1]["train/seconds"],
-            "wall": float(wall.read_text()) if wall.exists() else float("nan"),
-            "curve": [(row["frames"], row["train/episode_return"]) for row in rows if "train/episode_return" in row]}
+            "wall": float(wall.read_text()) if wall.exists() else float("nan"), "curve": curve}
+
+
+def read_runs(config: str, env: str) -> list[dict]:
+    """The finished runs of ``config`` on ``env``, by seed."""
+    return [r for r in (read_run(f) for f in sorted((RUNS / config / env).glob("seed*"))) if r]
+
+
+def speed(runs: list[dict]) -> str:
+    """Two table cells: the median training frames/s and the median wall seconds per run."""
+    fps = statistics.median(r["frames"] / r["train_seconds"] for r in runs)
+    walls = [r["wall"] for r in runs if r["wall"] == r["wall"]]
+    return f"{fps:,.0f} | {statistics.median(walls) if walls else float('nan'):,.0f}"
 
 
 def summary(values: list[float]) -> str:
@@ -140,7 +151,7 @@ def report(note: str | None = None) -> None:
     curves = {}
     for env, (mean, std) in PUBLISHED.items():
         for config in [*CONFIGS, "cleanrl_script"]:
-            runs = [r for r in (read_run(f) for f in sorted((RUNS / config / env).glob("seed*"))) if r]
+            runs = read_runs(config, env)
             if config == "cleanrl_script":
                 done = [f for f in sorted((RUNS / config / env).glob("seed*")) if (f / "wall_seconds.txt").exists()]
                 if done:
@@ -154,15 +165,12 @@ def report(note: str | None = None) -> None:
             if not runs:
                 continue
             finals = [r["final"] for r in runs]
-            fps = statistics.median(r["frames"] / r["train_seconds"] for r in runs)
-            walls = [r["wall"] for r in runs if r["wall"] == r["wall"]]
             lines.append(f"| {env} | {config} | {summary(finals)} | {mean:,.1f} +- {std:,.1f} | "
                          f"{statistics.mean(finals) / mean:.2f}x | {summary([r['eval'] for r in runs])} | "
-                         f"{fps:,.0f} | {statistics.median(walls) if walls else float('nan'):,.0f} |")
+                         f"{speed(runs)} |")
             curves[(env, config)] = [r["curve"] for r in runs]
-    others = {env: runs for env in ENVS if env not in PUBLISHED
-              for runs in [[r for r in (read_run(f) for f in sorted((RUNS / "tuned" / env).glob("seed*"))) if r]]
-              if runs}
+    others = {env: read_runs("tuned", env) for env in ENVS if env not in PUBLISHED}
+    others = {env: runs for env, runs in others.items() if runs}
     if others:
         lines += ["", "The other MuJoCo options with their tuned defaults (`python -m rlexp env=<env>`, the shared "
                   "conf/tuned/mujoco.yaml and what conf/tuned/<env>.yaml adds), not in CleanRL's table: the first "
@@ -170,11 +178,8 @@ def report(note: str | None = None) -> None:
                   "| env | last-100 return | first episodes' return | final eval | frames/s (training) | "
                   "wall s per run |", "|---|---|---|---|---|---|"]
         for env, runs in others.items():
-            fps = statistics.median(r["frames"] / r["train_seconds"] for r in runs)
-            walls = [r["wall"] for r in runs if r["wall"] == r["wall"]]
             lines.append(f"| {env} | {summary([r['final'] for r in runs])} | {summary([r['first'] for r in runs])} | "
-                         f"{summary([r['eval'] for r in runs])} | {fps:,.0f} | "
-                         f"{statistics.median(walls) if walls else float('nan'):,.0f} |")
+                         f"{summary([r['eval'] for r in runs])} | {speed(runs)} |")
     if note:
         lines += ["", note]
     (RESULTS / "mujoco.md").write_text("\n".join(lines) + "\n\n![learning curves](mujoco.png)\n")
