@@ -2,6 +2,7 @@
 
     python experiments/benchmarks/compile_update.py                     # env=hopper (its tuned config)
     python experiments/benchmarks/compile_update.py +experiment=cleanrl_mujoco env=hopper
+    python experiments/benchmarks/compile_update.py --device cuda env=cartpole env.num_envs=1024
 
 Positional arguments are Hydra overrides, as for ``python -m rlexp``. One process, one torch thread: two
 trainers built from the same seed, one with ``optim.compile=false`` and one with ``true``; one rollout
@@ -33,24 +34,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", default=["env=hopper"])
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--device", default="cpu", help="the device the networks and the update run on")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(1)
     trainers = {}
     for name in ("eager", "compiled"):
-        cfg = compose_config(*args.overrides, "logger=none", f"optim.compile={name == 'compiled'}")
+        cfg = compose_config(*args.overrides, "logger=none", f"device={args.device}",
+                             f"optim.compile={name == 'compiled'}")
         seed_everything(cfg.seed)
-        trainers[name] = Trainer(cfg, torch.device("cpu"), {}, video_dir=Path(tempfile.mkdtemp()))
+        trainers[name] = Trainer(cfg, device, {}, video_dir=Path(tempfile.mkdtemp()))
     rollout, _ = trainers["eager"].collect()
     trainers["eager"].estimate_advantages(rollout)
 
+    # CUDA kernels run behind Python: wait for them on both ends of a timed update.
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+
     def seconds(name: str) -> float:
+        synchronize()
         start = time.perf_counter()
         trainers[name].update(rollout)
+        synchronize()
         return time.perf_counter() - start
 
     steps = cfg.optim.ppo_epochs * cfg.optim.num_minibatches
-    print(f"{' '.join(args.overrides)}: {cfg.collector.frames_per_batch} frames per iteration, {steps} minibatch "
-          f"steps per update; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{' '.join(args.overrides)} on {device}: {cfg.collector.frames_per_batch} frames per iteration, "
+          f"{steps} minibatch steps per update; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with unchecked_distributions():
         first = seconds("compiled") - seconds("eager")
         print(f"cold compile (first compiled update beyond an eager one): {first:.1f} s; graph breaks: "

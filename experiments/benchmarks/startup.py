@@ -1,13 +1,17 @@
 """Start-up: launch of ``python -m rlexp env=cartpole`` (W&B offline) to its first training iteration.
 
-    python experiments/benchmarks/startup.py --before <checkout of an earlier rlexp> [--pairs 7] [--write]
+    python experiments/benchmarks/startup.py [--before <checkout of an earlier rlexp>] [--pairs 7] [--write]
 
-Runs this checkout ("after") and ``--before`` in alternating order, ``--pairs`` times each, with the same
-python (the ``.venv``), one at a time. Measured per run: seconds from launch until the run's first line of
-``metrics.jsonl`` (written at the end of the first iteration, so this is start-up plus one CartPole
-iteration) and until the process exits (with one final evaluation and the W&B finish). Printed: medians,
-per-pair ratios, and each tree's import breakdown from ``python -X importtime`` of the same command
-(cumulative seconds of the top-level packages). ``--write`` saves the report to experiments/results/startup.md.
+Runs this checkout ("rlexp"; "after" beside ``--before``), ``--before`` if given, and two floors in rotating
+order, ``--pairs`` times each, with the same python (the ``.venv``), one at a time. Measured per run: seconds
+from launch until the run's first line of ``metrics.jsonl`` (written at the end of the first iteration, so
+this is start-up plus one CartPole iteration) and until the process exits (with one final evaluation and the
+W&B finish). The floors are ``python -c "import torch"`` and ``python -c "import tensordict"``: every run
+needs tensordict, and importing it imports torch and ``torch._dynamo`` (tensordict.utils does at module
+level; torch's optimisers import it too when first built), so no rlexp run can start faster than the second;
+the first is what would remain if neither imported dynamo. Printed: medians, per-round ratios, and each
+tree's import breakdown from ``python -X importtime`` of the same command (cumulative seconds of the
+top-level packages). ``--write`` saves the report to experiments/results/startup.md.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = ["-m", "rlexp", "env=cartpole", "collector.total_frames=4096", "eval.interval=4096", "eval.episodes=4"]
+# Floors: python importing what every run needs, then exiting. tensordict imports torch and torch._dynamo.
+FLOORS = {"import torch": ["-c", "import torch"], "import tensordict": ["-c", "import tensordict"]}
 PACKAGES = ("torch", "tensordict", "torch._dynamo", "hydra", "omegaconf", "wandb", "gymnasium", "numpy",
             "rlexp.trainer", "rlexp.__main__")
 
@@ -35,10 +41,13 @@ def child_env(tree: Path, folder: Path) -> dict[str, str]:
                   "OMP_NUM_THREADS": "1"}
 
 
-def launch(tree: Path, folder: Path, importtime: bool = False) -> tuple[float, float, str]:
-    """Seconds to the first metrics line and to the exit; the stderr (with ``-X importtime``, its report)."""
+def launch(tree: Path, folder: Path, importtime: bool = False, command: list[str] | None = None
+           ) -> tuple[float, float, str]:
+    """Seconds to the first metrics line (or to the exit, if none) and to the exit; the stderr (with
+    ``-X importtime``, its report). ``command``: python's arguments instead of the rlexp run."""
     metrics = folder / "run" / "metrics.jsonl"
-    args = [sys.executable, *(["-X", "importtime"] if importtime else []), *COMMAND, f"hydra.run.dir={folder}/run"]
+    command = command or [*COMMAND, f"hydra.run.dir={folder}/run"]
+    args = [sys.executable, *(["-X", "importtime"] if importtime else []), *command]
     start = time.perf_counter()
     with open(folder / "stderr.txt", "w") as stderr:
         process = subprocess.Popen(args, cwd=tree, env=child_env(tree, folder), stdout=subprocess.DEVNULL,
@@ -66,45 +75,54 @@ def import_breakdown(report: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, required=True)
+    parser.add_argument("--before", type=Path)
     parser.add_argument("--pairs", type=int, default=7)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    trees = {"before": args.before.resolve(), "after": ROOT}
+    this = "after" if args.before else "rlexp"  # this checkout
+    trees = {this: ROOT} | ({"before": args.before.resolve()} if args.before else {})
+    names = [*trees, *FLOORS]
     started, load = datetime.datetime.now(), os.getloadavg()
-    runs: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="rlexp-startup-") as tmp:
         for pair in range(args.pairs):
-            for name in (("before", "after") if pair % 2 == 0 else ("after", "before")):
-                folder = Path(tmp) / f"{name}{pair}"
+            for name in names[pair % len(names):] + names[:pair % len(names)]:  # rotate the order
+                folder = Path(tmp) / f"{name.replace(' ', '-')}{pair}"
                 folder.mkdir()
-                first, total, _ = launch(trees[name], folder)
+                first, total, _ = launch(trees.get(name, ROOT), folder, command=FLOORS.get(name))
                 runs[name].append((first, total))
-                print(f"pair {pair} {name:6s}: first iteration {first:5.2f} s, exit {total:5.2f} s", flush=True)
+                print(f"round {pair} {name:17s}: first iteration {first:5.2f} s, exit {total:5.2f} s", flush=True)
         breakdown = {}
         for name, tree in trees.items():
             folder = Path(tmp) / f"importtime-{name}"
             folder.mkdir()
             breakdown[name] = import_breakdown(launch(tree, folder, importtime=True)[2])
-    ratios = [a[0] / b[0] for a, b in zip(runs["after"], runs["before"])]
+
+    def ratios(over: str, under: str) -> str:
+        values = [a[0] / b[0] for a, b in zip(runs[over], runs[under])]
+        return (f"{over}/{under} (first iteration): {', '.join(f'{r:.2f}' for r in values)}; "
+                f"median {statistics.median(values):.2f}.")
+
     lines = ["# Start-up: launch to the first training iteration", "",
              "Written by `experiments/benchmarks/startup.py --write` (its printed output).", "",
              f"- Date: {started:%Y-%m-%d %H:%M}; {os.cpu_count()} CPUs; load average (1 min) at start {load[0]:.1f}, "
              f"at end {os.getloadavg()[0]:.1f}.",
-             f"- Command: `python {' '.join(COMMAND)}` (W&B offline: no API key), {args.pairs} pairs, alternating; "
-             f"before = `{trees['before']}`.", "",
-             "| tree | median s to first iteration | median s to exit |", "|---|---|---|"]
-    for name in ("before", "after"):
+             f"- Command: `python {' '.join(COMMAND)}` (W&B offline: no API key), {args.pairs} rounds, rotating; "
+             + (f"before = `{trees['before']}`; " if args.before else "")
+             + "floors: python importing torch or tensordict and exiting.", "",
+             "| run | median s to first iteration | median s to exit |", "|---|---|---|"]
+    for name in names:
         lines.append(f"| {name} | {statistics.median(r[0] for r in runs[name]):.2f} | "
                      f"{statistics.median(r[1] for r in runs[name]):.2f} |")
-    lines += ["", f"Per-pair ratio after/before (first iteration): {', '.join(f'{r:.2f}' for r in ratios)}; "
-              f"median {statistics.median(ratios):.2f}.", "",
-              "Imports (`-X importtime`, cumulative s, first import of each; one run per tree):", "",
-              "| package | before | after |", "|---|---|---|"]
+    lines += ["", "Per-round ratios " + ratios(this, "import tensordict"),
+              "", "Per-round ratios " + ratios(this, "import torch")]
+    if args.before:
+        lines += ["", "Per-round ratios " + ratios(this, "before")]
+    lines += ["", "Imports (`-X importtime`, cumulative s, first import of each; one run per tree):", "",
+              f"| package | {' | '.join(trees)} |", f"|---{'|---' * len(trees)}|"]
     for package in PACKAGES:
-        cells = [f"{breakdown[n][package]:.2f}" if package in breakdown[n] else "not imported"
-                 for n in ("before", "after")]
-        lines.append(f"| {package} | {cells[0]} | {cells[1]} |")
+        cells = [f"{breakdown[n][package]:.2f}" if package in breakdown[n] else "not imported" for n in trees]
+        lines.append(f"| {package} | {' | '.join(cells)} |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if args.write:
