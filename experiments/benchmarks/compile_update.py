@@ -2,7 +2,7 @@
 
     python experiments/benchmarks/compile_update.py                     # env=hopper (its tuned config)
     python experiments/benchmarks/compile_update.py +experiment=cleanrl_mujoco env=hopper
-    python experiments/benchmarks/compile_update.py --device cuda env=cartpole env.num_envs=1024
+    python experiments/benchmarks/compile_update.py --device cuda env=hopper    # the update on a GPU
 
 Positional arguments are Hydra overrides, as for ``python -m rlexp``. One process, one torch thread: two
 trainers built from the same seed, one with ``optim.compile=false`` and one with ``true``; one rollout

@@ -1,9 +1,9 @@
 """Start-up: launch of ``python -m rlexp env=cartpole`` (W&B offline) to its first training iteration.
 
-    python experiments/benchmarks/startup.py [--before <checkout of an earlier rlexp>] [--pairs 7] [--write]
+    python experiments/benchmarks/startup.py [--before <checkout of an earlier rlexp>] [--rounds 7] [--write]
 
 Runs this checkout ("rlexp"; "after" beside ``--before``), ``--before`` if given, and two floors in rotating
-order, ``--pairs`` times each, with the same python (the ``.venv``), one at a time. Measured per run: seconds
+order, ``--rounds`` times each, with the same python (the ``.venv``), one at a time. Measured per run: seconds
 from launch until the run's first line of ``metrics.jsonl`` (written at the end of the first iteration, so
 this is start-up plus one CartPole iteration) and until the process exits (with one final evaluation and the
 W&B finish). The floors are ``python -c "import torch"`` and ``python -c "import tensordict"``: every run
@@ -76,7 +76,7 @@ def import_breakdown(report: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path)
-    parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     this = "after" if args.before else "rlexp"  # this checkout
@@ -85,13 +85,13 @@ def main() -> None:
     started, load = datetime.datetime.now(), os.getloadavg()
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="rlexp-startup-") as tmp:
-        for pair in range(args.pairs):
-            for name in names[pair % len(names):] + names[:pair % len(names)]:  # rotate the order
-                folder = Path(tmp) / f"{name.replace(' ', '-')}{pair}"
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # rotate the order
+                folder = Path(tmp) / f"{name.replace(' ', '-')}{round_}"
                 folder.mkdir()
                 first, total, _ = launch(trees.get(name, ROOT), folder, command=FLOORS.get(name))
                 runs[name].append((first, total))
-                print(f"round {pair} {name:17s}: first iteration {first:5.2f} s, exit {total:5.2f} s", flush=True)
+                print(f"round {round_} {name:17s}: first iteration {first:5.2f} s, exit {total:5.2f} s", flush=True)
         breakdown = {}
         for name, tree in trees.items():
             folder = Path(tmp) / f"importtime-{name}"
@@ -107,7 +107,7 @@ def main() -> None:
              "Written by `experiments/benchmarks/startup.py --write` (its printed output).", "",
              f"- Date: {started:%Y-%m-%d %H:%M}; {os.cpu_count()} CPUs; load average (1 min) at start {load[0]:.1f}, "
              f"at end {os.getloadavg()[0]:.1f}.",
-             f"- Command: `python {' '.join(COMMAND)}` (W&B offline: no API key), {args.pairs} rounds, rotating; "
+             f"- Command: `python {' '.join(COMMAND)}` (W&B offline: no API key), {args.rounds} rounds, rotating; "
              + (f"before = `{trees['before']}`; " if args.before else "")
              + "floors: python importing torch or tensordict and exiting.", "",
              "| run | median s to first iteration | median s to exit |", "|---|---|---|"]
